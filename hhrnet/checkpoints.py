@@ -1,0 +1,215 @@
+"""Read hhrnet, official HigherHRNet and mmpose checkpoints; write hhrnet checkpoints.
+
+All three layouts hold the same tensors under the same names up to a prefix:
+
+=============  ==========================================  ===================================
+source         container                                   key prefix
+=============  ==========================================  ===================================
+official       bare state dict                             none (``module.`` if saved from DDP)
+mmpose 0.x     ``{'meta': ..., 'state_dict': ...}``        ``backbone.`` / ``keypoint_head.``
+hhrnet         ``{'format': 'hhrnet', 'config', 'model'}``  none
+=============  ==========================================  ===================================
+
+Files are always read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+Loading is strict; a mismatch raises one ``CheckpointError`` listing the missing, unexpected and
+wrongly shaped keys, so a silently half-loaded model is impossible.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .config import Config, ConfigError, ModelConfig, from_dict, preset, to_dict
+from .model import HigherHRNet
+
+HHRNET_FORMAT = "hhrnet"
+PREFIXES = ("module.", "backbone.", "keypoint_head.")
+SHOW = 5  # keys listed per category in a mismatch message
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model; the message names the file."""
+
+
+def read_checkpoint(path: str | Path) -> tuple[OrderedDict[str, torch.Tensor], dict[str, Any] | None]:
+    """The state dict with official key names, and the embedded hhrnet config (None for foreign files)."""
+    path = Path(path)
+    obj = _torch_load(path)
+    if isinstance(obj, Mapping) and obj.get("format") == HHRNET_FORMAT:
+        return _check_tensors(path, obj.get("model")), obj.get("config")
+    if isinstance(obj, Mapping) and "state_dict" in obj:  # mmpose / mmcv container
+        return _check_tensors(path, obj["state_dict"]), None
+    return _check_tensors(path, obj), None
+
+
+def _torch_load(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file; all mean "cannot use it"
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+            raise CheckpointError(
+                f"{path}: refused by torch.load(weights_only=True) ({detail}); hhrnet only reads "
+                "checkpoints made of tensors and plain Python values"
+            ) from None
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({type(err).__name__}: {detail})") from None
+
+
+def _check_tensors(path: Path, state: Any) -> OrderedDict[str, torch.Tensor]:
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(f"{path}: not a state dict (found {type(state).__name__}"
+                              f"{' with keys ' + ', '.join(map(str, list(state)[:SHOW])) if isinstance(state, Mapping) else ''})")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not a state dict: {len(bad)} entries are not tensors, e.g. "
+                              f"{', '.join(map(str, bad[:SHOW]))}")
+    return OrderedDict((official_key(k), v) for k, v in state.items())
+
+
+def official_key(key: str) -> str:
+    """Strip the DDP ``module.`` and mmpose ``backbone.`` / ``keypoint_head.`` prefixes."""
+    for prefix in PREFIXES:
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """``load_state_dict(strict=True)`` with one readable error for every kind of mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} != model {tuple(v.shape)}"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"{label} ({len(items)}): {', '.join(items[:SHOW])}{', ...' if len(items) > SHOW else ''}"
+                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                      ("wrong shapes", shapes)) if items]
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def infer_model_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """The network structure a state dict was saved from, read off its key names and shapes.
+
+    Official and mmpose checkpoints carry no config; this recovers width (32/48), depth and head so
+    that ``python -m hhrnet convert`` needs no ``--config`` for them.
+    """
+    try:
+        def count(prefix: str) -> int:
+            return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+        width = state["transition1.0.0.weight"].shape[0]
+        outs = [state[f"final_layers.{i}.weight"] for i in range(count("final_layers."))]
+        num_deconvs = len(outs) - 1
+        num_joints = outs[-1].shape[0] if num_deconvs else outs[0].shape[0] // 2
+        with_ae = tuple(o.shape[0] > num_joints for o in outs)
+        tag_channels = outs[0].shape[0] - num_joints if with_ae[0] else num_joints
+        deconv_in = state["deconv_layers.0.0.0.weight"].shape[0] if num_deconvs else width
+        return ModelConfig(
+            width=width,
+            num_joints=num_joints,
+            stem_channels=state["conv1.weight"].shape[0],
+            layer1_blocks=count("layer1."),
+            layer1_planes=state["layer1.0.conv1.weight"].shape[0],
+            stage_modules=tuple(count(f"stage{s}.") for s in (2, 3, 4)),
+            blocks_per_branch=count("stage2.0.branches.0."),
+            num_deconvs=num_deconvs,
+            deconv_kernel=state["deconv_layers.0.0.0.weight"].shape[-1] if num_deconvs else 4,
+            num_basic_blocks=count("deconv_layers.0.") - 1 if num_deconvs else 0,
+            cat_output=deconv_in != width if num_deconvs else True,
+            tag_per_joint=tag_channels != 1,
+            final_conv_kernel=outs[0].shape[-1],
+            with_ae_loss=with_ae,
+        )
+    except (KeyError, IndexError, ConfigError) as err:
+        raise CheckpointError(f"cannot infer the network structure from the state dict: {err}") from None
+
+
+def resolve_config(path: str | Path, requested: Config | str | None = None) -> tuple[OrderedDict[str, torch.Tensor], Config, str]:
+    """State dict, the config to build it with, and a note on how the config was chosen.
+
+    Precedence: the config embedded in an hhrnet checkpoint, then the requested preset/config, then
+    the structure inferred from the tensors (with the preset of that width for everything else).
+    """
+    state, embedded = read_checkpoint(path)
+    if isinstance(requested, str):
+        requested = preset(requested)
+    if embedded is not None:
+        cfg = from_dict(embedded)
+        note = "config embedded in the checkpoint"
+        if requested is not None and requested.model != cfg.model:
+            note += f" (differs from the requested {requested.name!r}; the checkpoint's config wins)"
+        return state, cfg, note
+    if requested is not None:
+        return state, requested, f"requested config {requested.name!r}"
+    model_cfg = infer_model_config(state)
+    base = next((preset(n) for n in ("w32_512", "w48_512") if preset(n).model.width == model_cfg.width), preset("w32_512"))
+    return state, Config(name=f"inferred_w{model_cfg.width}", input_size=base.input_size, model=model_cfg), \
+        "structure inferred from the checkpoint's tensors"
+
+
+def load_model(path: str | Path, config: Config | str | None = None) -> tuple[HigherHRNet, Config]:
+    """Build the network for a checkpoint of any supported layout and load it strictly (eval mode)."""
+    state, cfg, _ = resolve_config(path, config)
+    model = HigherHRNet(cfg.model)
+    load_state_dict_strict(model, state, source=str(path))
+    return model.eval(), cfg
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, **extra: Any) -> Path:
+    """Write an hhrnet checkpoint atomically (temp file + rename): a crash never leaves half a file."""
+    payload = {"format": HHRNET_FORMAT, "config": to_dict(cfg), "model": model.state_dict(), **extra}
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def convert(src: str | Path, dst: str | Path, config: Config | str | None = None) -> tuple[Config, str]:
+    """Official/mmpose/hhrnet checkpoint → hhrnet checkpoint with its config embedded (verified by a strict load)."""
+    state, cfg, note = resolve_config(src, config)
+    model = HigherHRNet(cfg.model)
+    load_state_dict_strict(model, state, source=str(src))
+    save_checkpoint(dst, model, cfg)
+    return cfg, note
+
+
+def export_onnx(model: HigherHRNet, path: str | Path, input_hw: tuple[int, int] = (512, 512), opset: int = 17) -> Path:
+    """The network alone as ONNX (outputs ``out0``, ``out1``, ...); grouping stays in Python.
+
+    Batch, height and width are dynamic axes, so one file serves every test scale.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [f"out{i}" for i in range(model.cfg.num_deconvs + 1)]
+    dynamic = {n: {0: "batch", 2: f"{n}_height", 3: f"{n}_width"} for n in names}
+    dynamic["image"] = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
+        torch.onnx.export(model.eval(), torch.zeros(1, 3, *input_hw), str(path), input_names=["image"],
+                          output_names=names, dynamic_axes=dynamic, opset_version=opset, dynamo=False)
+    return path

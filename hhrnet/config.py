@@ -1,0 +1,385 @@
+"""Configuration as plain dataclasses.
+
+Every published row is one ``Config`` built by ``preset(name)``; the widths (32, 48) and input sizes
+(512, 640) are the only numbers that differ between rows, so each preset is *derived* from them rather
+than written out.  CPU-scale variants are derived from a preset with ``dataclasses.replace`` (see
+``Config.override``), never copied.  ``Config.to_dict``/``Config.from_dict`` give a lossless round trip
+through JSON/YAML, which is how a checkpoint carries its own configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+COCO_FLIP_INDEX: tuple[int, ...] = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+
+PRESET_WIDTHS: dict[str, tuple[int, int]] = {
+    # name: (HRNet width C, training input size)
+    "w32_512": (32, 512),
+    "w32_640": (32, 640),
+    "w48_512": (48, 512),
+    "w48_640": (48, 640),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be built; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Structure of HRNet + HigherHRNet head.
+
+    Branch ``b`` of every stage has ``width * 2**b`` channels.  The defaults are the published
+    HigherHRNet (stem 64, layer1 = 4 Bottlenecks of 64 planes, stages 2-4 with 1/4/3 modules of 4
+    BasicBlocks per branch, one deconv to ``width`` channels followed by 4 BasicBlocks).
+    """
+
+    width: int = 32
+    num_joints: int = 17
+    stem_channels: int = 64
+    layer1_blocks: int = 4
+    layer1_planes: int = 64
+    stage_modules: tuple[int, int, int] = (1, 4, 3)
+    blocks_per_branch: int = 4
+    num_deconvs: int = 1
+    deconv_kernel: int = 4
+    num_basic_blocks: int = 4
+    cat_output: bool = True
+    tag_per_joint: bool = True
+    final_conv_kernel: int = 1
+    # Which outputs carry tag maps next to their heatmaps (official LOSS.WITH_AE_LOSS); None means
+    # "the 1/4-resolution output only", the published setting.
+    with_ae_loss: tuple[bool, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.with_ae_loss is None:
+            object.__setattr__(self, "with_ae_loss", (True,) + (False,) * self.num_deconvs)
+        else:
+            object.__setattr__(self, "with_ae_loss", tuple(bool(v) for v in self.with_ae_loss))
+        object.__setattr__(self, "stage_modules", tuple(int(v) for v in self.stage_modules))
+        if len(self.with_ae_loss) != self.num_deconvs + 1:
+            raise ConfigError(
+                f"model.with_ae_loss has {len(self.with_ae_loss)} entries, expected num_deconvs + 1 = "
+                f"{self.num_deconvs + 1}"
+            )
+        if len(self.stage_modules) != 3:
+            raise ConfigError(f"model.stage_modules must list stages 2, 3, 4; got {self.stage_modules}")
+        if self.final_conv_kernel not in (1, 3):
+            raise ConfigError(f"model.final_conv_kernel must be 1 or 3, got {self.final_conv_kernel}")
+        if self.deconv_kernel not in (2, 3, 4):
+            raise ConfigError(f"model.deconv_kernel must be 2, 3 or 4, got {self.deconv_kernel}")
+
+    @property
+    def tag_channels(self) -> int:
+        """Tag maps per output that carries tags: one per joint, or one shared map."""
+        return self.num_joints if self.tag_per_joint else 1
+
+    def branch_channels(self, num_branches: int) -> tuple[int, ...]:
+        return tuple(self.width * 2**b for b in range(num_branches))
+
+    def output_channels(self, i: int) -> int:
+        """Channels of output ``i``: heatmaps, then tag maps where that output has an AE loss."""
+        return self.num_joints + (self.tag_channels if self.with_ae_loss[i] else 0)
+
+    @property
+    def output_strides(self) -> tuple[int, ...]:
+        """Input pixels per output pixel: 4 for the backbone output, halved by each deconv."""
+        return tuple(4 // 2**i for i in range(self.num_deconvs + 1))
+
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """Test-time aggregation and grouping; defaults are the published mmpose ``test_cfg`` (single scale).
+
+    The multi-scale rows use ``scales=(2.0, 1.0, 0.5)``.  ``with_heatmaps`` / ``with_tags`` pick, per
+    network output, whether it contributes heatmaps / tag maps (None: every output gives heatmaps, every
+    output with more than ``num_joints`` channels gives tags); ``(True, False)`` is the "1/4 only" ablation.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    flip_test: bool = True
+    scales: tuple[float, ...] = (1.0,)
+    project2image: bool = True
+    with_heatmaps: tuple[bool, ...] | None = None
+    with_tags: tuple[bool, ...] | None = None
+    align_corners: bool = False
+    nms_kernel: int = 5
+    max_people: int = 30
+    detection_threshold: float = 0.1
+    tag_threshold: float = 1.0
+    use_detection_val: bool = True
+    ignore_too_much: bool = False
+    adjust: bool = True
+    refine: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        for name in ("with_heatmaps", "with_tags"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(bool(v) for v in getattr(self, name)))
+        if not self.scales or any(s <= 0 for s in self.scales) or list(self.scales) != sorted(self.scales, reverse=True):
+            raise ConfigError(f"test.scales must be positive and in descending order, got {self.scales}")
+        if len(self.scales) > 1 and 1.0 not in self.scales:
+            raise ConfigError(f"test.scales must contain 1.0 (tags come from scale 1), got {self.scales}")
+        if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
+            raise ConfigError(f"test.nms_kernel must be a positive odd number, got {self.nms_kernel}")
+        if self.max_people < 1:
+            raise ConfigError(f"test.max_people must be at least 1, got {self.max_people}")
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training targets and augmentation; defaults are the published COCO recipe (all four presets).
+
+    Output map sizes are not stored here: they follow from ``Config.input_size`` and
+    ``ModelConfig.output_strides`` so that a CPU variant with a smaller input cannot get stale sizes.
+    """
+
+    sigma: float = 2.0
+    scale_aware_sigma: bool = False
+    # Scale-aware sigma = max(bbox w, h) / base_size * base_sigma; None means input_size // 2, the
+    # published 256 at 512 and 320 at 640.
+    base_size: int | None = None
+    base_sigma: float = 2.0
+    max_people: int = 30
+    max_rotation: float = 30.0
+    min_scale: float = 0.75
+    max_scale: float = 1.5
+    scale_type: str = "short"
+    max_translate: float = 40.0
+    flip_prob: float = 0.5
+    flip_index: tuple[int, ...] = COCO_FLIP_INDEX
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        for name in ("flip_index", "mean", "std"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.scale_type not in ("short", "long"):
+            raise ConfigError(f"data.scale_type must be 'short' or 'long', got {self.scale_type!r}")
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ConfigError(f"data.min_scale/max_scale must satisfy 0 < min <= max, got "
+                              f"{self.min_scale}, {self.max_scale}")
+        if sorted(self.flip_index) != list(range(len(self.flip_index))):
+            raise ConfigError(f"data.flip_index must be a permutation of 0..K-1, got {self.flip_index}")
+
+    def scale_aware_base_size(self, input_size: int) -> int:
+        """``base_size``, or half the input size when unset (keeps CPU variants consistent)."""
+        return self.base_size if self.base_size is not None else input_size // 2
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss switches and factors per output resolution (official ``LOSS.*``; W32-512 values).
+
+    Which outputs carry tags (and so get an AE loss) is ``ModelConfig.with_ae_loss``.
+    """
+
+    ae_type: str = "exp"
+    with_heatmaps_loss: tuple[bool, ...] = (True, True)
+    heatmaps_loss_factor: tuple[float, ...] = (1.0, 1.0)
+    push_loss_factor: tuple[float, ...] = (0.001, 0.001)
+    pull_loss_factor: tuple[float, ...] = (0.001, 0.001)
+
+    def __post_init__(self) -> None:
+        for name in ("with_heatmaps_loss", "heatmaps_loss_factor", "push_loss_factor", "pull_loss_factor"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.ae_type not in ("exp", "max"):
+            raise ConfigError(f"loss.ae_type must be 'exp' or 'max', got {self.ae_type!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run.  Sections grow as the package grows (data, loss, test, train)."""
+
+    name: str = "w32_512"
+    input_size: int = 512
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+    def override(self, **changes: Any) -> "Config":
+        """A copy with dotted-path changes, e.g. ``override(**{"model.width": 8, "input_size": 256})``."""
+        return from_dict(_set_dotted(to_dict(self), changes))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists), suitable for JSON/YAML and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def from_dict(d: Mapping[str, Any], cls: type = Config, where: str = "") -> Any:
+    """Inverse of ``to_dict``; unknown keys are an error naming the key, so typos don't pass silently."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"config{where or ''}: expected a mapping, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(where + '.' + k if where else k for k in unknown)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        sub = _dataclass_type(cls, key)
+        path = f"{where}.{key}" if where else key
+        if sub is not None:
+            kwargs[key] = from_dict(value, sub, path)
+        elif isinstance(value, list):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"config{' ' + where if where else ''}: {err}") from None
+
+
+def _dataclass_type(cls: type, key: str) -> type | None:
+    default = dataclasses.fields(cls)[[f.name for f in dataclasses.fields(cls)].index(key)]
+    if default.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        probe = default.default_factory()  # type: ignore[misc]
+        if dataclasses.is_dataclass(probe):
+            return type(probe)
+    return None
+
+
+def _set_dotted(d: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    for dotted, value in changes.items():
+        node = d
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"unknown config section {dotted!r}")
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(f"unknown config key {dotted!r}")
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return d
+
+
+def preset(name: str) -> Config:
+    """The published configuration ``w32_512``, ``w32_640``, ``w48_512`` or ``w48_640``."""
+    if name not in PRESET_WIDTHS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_WIDTHS)}")
+    width, input_size = PRESET_WIDTHS[name]
+    return Config(name=name, input_size=input_size, model=ModelConfig(width=width))
+
+
+def model_config_from_official(extra: Mapping[str, Any], num_joints: int = 17, tag_per_joint: bool = True,
+                               with_ae_loss: tuple[bool, ...] | None = None) -> ModelConfig:
+    """Read the official repo's ``MODEL.EXTRA`` block (also the goldens' ``model_tiny.json`` layout).
+
+    Keys may be upper case (official YAML) or lower case.  Structures hhrnet cannot express (branch
+    widths that do not double, unequal blocks per branch) raise ``ConfigError`` naming the key.
+    """
+    e = _lower_keys(extra)
+    stages = e.get("stages", e)
+    try:
+        s2, s3, s4 = (stages[f"stage{i}"] for i in (2, 3, 4))
+        deconv = e["deconv"]
+    except KeyError as err:
+        raise ConfigError(f"MODEL.EXTRA: missing key {err.args[0].upper()}") from None
+    width = int(s2["num_channels"][0])
+    blocks = {int(b) for s in (s2, s3, s4) for b in s["num_blocks"]}
+    if len(blocks) != 1:
+        raise ConfigError(f"MODEL.EXTRA.STAGE*.NUM_BLOCKS: hhrnet needs one block count, got {sorted(blocks)}")
+    for i, s in zip((2, 3, 4), (s2, s3, s4)):
+        want = [width * 2**b for b in range(i)]
+        if [int(c) for c in s["num_channels"]] != want:
+            raise ConfigError(f"MODEL.EXTRA.STAGE{i}.NUM_CHANNELS must be {want} (width {width}), got {s['num_channels']}")
+        if str(s.get("block", "BASIC")).upper() != "BASIC" or str(s.get("fuse_method", "SUM")).upper() != "SUM":
+            raise ConfigError(f"MODEL.EXTRA.STAGE{i}: only BASIC blocks with SUM fusion are supported")
+    num_deconvs = int(deconv["num_deconvs"])
+    if num_deconvs and [int(c) for c in deconv["num_channels"]] != [width] * num_deconvs:
+        raise ConfigError(f"MODEL.EXTRA.DECONV.NUM_CHANNELS must equal the width {width}, got {deconv['num_channels']}")
+    kernels = {int(k) for k in deconv.get("kernel_size", [4])}
+    cats = {bool(c) for c in deconv.get("cat_output", [True])}
+    if len(kernels) > 1 or len(cats) > 1:
+        raise ConfigError("MODEL.EXTRA.DECONV: KERNEL_SIZE and CAT_OUTPUT must be the same for every deconv")
+    layer1 = e.get("layer1") or _layer1_from_stage1(e.get("stage1"))
+    return ModelConfig(
+        width=width,
+        num_joints=int(e.get("num_joints", num_joints)),
+        stem_channels=int(e.get("stem_inplanes", 64)),
+        layer1_blocks=int(layer1.get("num_blocks", 4)),
+        layer1_planes=int(layer1.get("planes", 64)),
+        stage_modules=(int(s2["num_modules"]), int(s3["num_modules"]), int(s4["num_modules"])),
+        blocks_per_branch=blocks.pop(),
+        num_deconvs=num_deconvs,
+        deconv_kernel=kernels.pop() if kernels else 4,
+        num_basic_blocks=int(deconv.get("num_basic_blocks", 0)),
+        cat_output=cats.pop() if cats else True,
+        tag_per_joint=bool(e.get("tag_per_joint", tag_per_joint)),
+        final_conv_kernel=int(e.get("final_conv_kernel", 1)),
+        with_ae_loss=tuple(e["with_ae_loss"]) if "with_ae_loss" in e else with_ae_loss,
+    )
+
+
+def _layer1_from_stage1(stage1: Mapping[str, Any] | None) -> dict[str, int]:
+    """mmpose writes layer1 as a one-branch Bottleneck ``stage1``; the official code hard-codes it."""
+    if not stage1:
+        return {}
+    return {"num_blocks": int(stage1["num_blocks"][0]), "planes": int(stage1["num_channels"][0])}
+
+
+def _lower_keys(d: Any) -> Any:
+    if isinstance(d, Mapping):
+        return {re.sub(r"\s+", "_", str(k)).lower(): _lower_keys(v) for k, v in d.items()}
+    return d
+
+
+def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> Config:
+    """A preset name or a YAML/JSON file written by ``save_config``, with optional dotted overrides."""
+    import yaml  # local: only needed when reading files
+
+    if spec in PRESET_WIDTHS:
+        cfg = preset(spec)
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"{spec!r} is neither a preset ({', '.join(PRESET_WIDTHS)}) nor a config file")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML/JSON ({err})") from None
+        try:
+            cfg = from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    return cfg.override(**overrides) if overrides else cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """YAML that ``load_config`` reads back to an equal ``Config``."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["model.width=8", "input_size=256"]`` → typed dotted overrides (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

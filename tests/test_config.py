@@ -1,0 +1,75 @@
+"""Presets derive from one width number; configs round-trip; official MODEL.EXTRA blocks are read."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from conftest import golden_files
+from hhrnet.config import (ConfigError, ModelConfig, from_dict, load_config, model_config_from_official,
+                           parse_overrides, preset, save_config, to_dict)
+
+
+@pytest.mark.parametrize("name,width,size", [("w32_512", 32, 512), ("w32_640", 32, 640),
+                                             ("w48_512", 48, 512), ("w48_640", 48, 640)])
+def test_presets(name, width, size):
+    cfg = preset(name)
+    assert (cfg.model.width, cfg.input_size) == (width, size)
+    assert cfg.model.branch_channels(4) == (width, 2 * width, 4 * width, 8 * width)
+    assert cfg.model.stage_modules == (1, 4, 3) and cfg.model.blocks_per_branch == 4
+    assert cfg.model.with_ae_loss == (True, False) and cfg.model.num_basic_blocks == 4
+
+
+def test_unknown_preset_is_named():
+    with pytest.raises(ConfigError, match="w64_512"):
+        preset("w64_512")
+
+
+@pytest.mark.parametrize("name", ["w32_512", "w48_640"])
+def test_yaml_round_trip(tmp_path, name):
+    cfg = preset(name).override(**{"model.width": 8, "input_size": 256})
+    assert load_config(str(save_config(cfg, tmp_path / "c.yaml"))) == cfg
+    assert from_dict(json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
+def test_overrides_are_typed_and_checked():
+    cfg = load_config("w32_512", parse_overrides(["model.width=8", "model.stage_modules=[1,1,1]"]))
+    assert cfg.model.width == 8 and cfg.model.stage_modules == (1, 1, 1)
+    with pytest.raises(ConfigError, match="model.widht"):
+        load_config("w32_512", {"model.widht": 8})
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_overrides(["width"])
+
+
+def test_bad_config_file_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {width: 8, colour: red}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*model.colour"):
+        load_config(str(bad))
+
+
+def test_official_extra_yaml_layout():
+    """The official repo's upper-case MODEL.EXTRA block gives the published W32 structure."""
+    stage = lambda n, m: {"NUM_MODULES": m, "NUM_BRANCHES": n, "BLOCK": "BASIC", "NUM_BLOCKS": [4] * n,
+                          "NUM_CHANNELS": [32 * 2**b for b in range(n)], "FUSE_METHOD": "SUM"}
+    extra = {"FINAL_CONV_KERNEL": 1, "STEM_INPLANES": 64, "STAGE2": stage(2, 1), "STAGE3": stage(3, 4),
+             "STAGE4": stage(4, 3), "DECONV": {"NUM_DECONVS": 1, "NUM_CHANNELS": [32], "KERNEL_SIZE": [4],
+                                               "NUM_BASIC_BLOCKS": 4, "CAT_OUTPUT": [True]}}
+    assert model_config_from_official(extra) == preset("w32_512").model
+    extra["STAGE3"]["NUM_CHANNELS"] = [32, 64, 100]
+    with pytest.raises(ConfigError, match="STAGE3.NUM_CHANNELS"):
+        model_config_from_official(extra)
+
+
+def test_golden_tiny_json_is_expressible():
+    spec = json.loads(golden_files("model_tiny*.json")[0].read_text())
+    cfg = model_config_from_official(spec)
+    assert cfg == ModelConfig(width=8, stage_modules=(1, 1, 1), blocks_per_branch=1, num_basic_blocks=1)
+
+
+def test_with_ae_loss_length_is_checked():
+    with pytest.raises(ConfigError, match="with_ae_loss"):
+        ModelConfig(num_deconvs=2, with_ae_loss=(True, False))
+    assert dataclasses.replace(ModelConfig(), num_deconvs=2, with_ae_loss=None).with_ae_loss == (True, False, False)
