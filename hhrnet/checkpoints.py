@@ -213,3 +213,23 @@ def export_onnx(model: HigherHRNet, path: str | Path, input_hw: tuple[int, int] 
         torch.onnx.export(model.eval(), torch.zeros(1, 3, *input_hw), str(path), input_names=["image"],
                           output_names=names, dynamic_axes=dynamic, opset_version=opset, dynamo=False)
     return path
+
+
+BACKBONE_PREFIXES = ("conv1.", "bn1.", "conv2.", "bn2.", "layer1.", "transition", "stage")
+
+
+def load_pretrained_backbone(model: HigherHRNet, path: str | Path) -> tuple[int, int]:
+    """Initialise the backbone from ImageNet HRNet weights (e.g. ``hrnet_w32-36af842e.pth``).
+
+    Like the official recipe, only backbone tensors whose name and shape match are taken; the
+    classifier head and the extra multi-scale fusion of the ImageNet model are skipped.  Returns
+    (tensors loaded, backbone tensors left at their initialisation); loading nothing is an error.
+    """
+    state, _ = read_checkpoint(path)
+    own = model.state_dict()
+    take = {k: v for k, v in state.items()
+            if k.startswith(BACKBONE_PREFIXES) and k in own and own[k].shape == v.shape}
+    if not take:
+        raise CheckpointError(f"{path}: no tensor matches the backbone of a width-{model.cfg.width} HRNet")
+    model.load_state_dict(take, strict=False)
+    return len(take), sum(k.startswith(BACKBONE_PREFIXES) for k in own) - len(take)

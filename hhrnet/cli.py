@@ -54,6 +54,18 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.onnx} (network only; outputs out0..out{cfg.model.num_deconvs})")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train (or resume) a run; under torchrun every process executes this same command."""
+    from .engine import train
+
+    overrides = parse_overrides(args.set or [])
+    if args.data is not None:
+        overrides["train.data_root"] = str(args.data)
+    cfg = load_config(args.config, overrides)
+    checkpoint = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"trained {cfg.name}: {checkpoint}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hhrnet", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -76,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, help="example input side (axes stay dynamic)")
     add_config_options(p)
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("train", help="train a configuration (single process, or under torchrun for DDP)")
+    add_config_options(p, required=True)
+    p.add_argument("--out", required=True, type=Path, help="run directory (config, last.pth, metrics.jsonl)")
+    p.add_argument("--data", type=Path, help="dataset root (overrides train.data_root)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pth, exactly")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
+    p.set_defaults(run=cmd_train)
     return parser
 
 

@@ -17,12 +17,18 @@ from typing import Any, Mapping
 
 COCO_FLIP_INDEX: tuple[int, ...] = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 
-PRESET_WIDTHS: dict[str, tuple[int, int]] = {
-    # name: (HRNet width C, training input size)
-    "w32_512": (32, 512),
-    "w32_640": (32, 640),
-    "w48_512": (48, 512),
-    "w48_640": (48, 640),
+PRESETS: dict[str, tuple[int, int, int]] = {
+    # name: (HRNet width C, training input size, images per GPU in mmpose's 0.x configs)
+    "w32_512": (32, 512, 24),
+    "w32_640": (32, 640, 16),
+    "w48_512": (48, 512, 16),
+    "w48_640": (48, 640, 16),  # no mmpose row; the official repo's W48 is trained at 640
+}
+
+# Named optimisation recipes (Adam, no weight decay, ×0.1 at epochs 200 and 260 of 300 in both):
+SCHEDULES: dict[str, dict[str, float]] = {
+    "mmpose": {"lr": 1.5e-3, "warmup_iters": 500, "warmup_ratio": 0.001},  # mmpose 0.x configs
+    "official": {"lr": 1e-3, "warmup_iters": 0, "warmup_ratio": 1.0},      # HigherHRNet repo
 }
 
 
@@ -195,6 +201,60 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Data location, optimisation and run mechanics.
+
+    ``batch_size`` is per process; the total batch is ``batch_size × processes × accumulate``.
+    mmpose trained the published rows on (most likely) 8 GPUs, i.e. 192 images per step for W32-512:
+    two GPUs reproduce that total with ``accumulate=4``.  ``schedule`` names a recipe in
+    ``SCHEDULES``; ``lr`` overrides its learning rate.
+    """
+
+    data_root: str = "data/coco"
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    schedule: str = "mmpose"
+    lr: float | None = None
+    epochs: int = 300
+    lr_steps: tuple[int, ...] = (200, 260)
+    lr_gamma: float = 0.1
+    batch_size: int = 24
+    accumulate: int = 1
+    workers: int = 2
+    seed: int = 0
+    amp: str = "auto"  # auto: fp16 autocast + GradScaler on CUDA, off on CPU; or fp16 | bf16 | off
+    sync_bn: bool = False  # CUDA only (PyTorch's SyncBatchNorm has no CPU kernel)
+    pretrained: str | None = None  # ImageNet HRNet weights (local file) for the backbone
+    checkpoint_every: int = 0  # iterations; a checkpoint is always written at each epoch end
+    val_every: int = 0  # epochs; 0 = no validation during training
+    max_iters: int | None = None  # stop early (smoke runs, tests)
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr_steps", tuple(int(e) for e in self.lr_steps))
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.amp not in ("auto", "fp16", "bf16", "off"):
+            raise ConfigError(f"train.amp must be auto, fp16, bf16 or off, got {self.amp!r}")
+        if self.batch_size < 1 or self.accumulate < 1:
+            raise ConfigError("train.batch_size and train.accumulate must be at least 1")
+
+    @property
+    def base_lr(self) -> float:
+        return self.lr if self.lr is not None else SCHEDULES[self.schedule]["lr"]
+
+    def lr_at(self, iteration: int, iters_per_epoch: int) -> float:
+        """Learning rate of an iteration: linear warmup from ``warmup_ratio``, then steps by epoch."""
+        recipe = SCHEDULES[self.schedule]
+        epoch = iteration // max(iters_per_epoch, 1)
+        lr = self.base_lr * self.lr_gamma ** sum(epoch >= s for s in self.lr_steps)
+        warmup = recipe["warmup_iters"]
+        if iteration < warmup:
+            lr *= recipe["warmup_ratio"] + (1 - recipe["warmup_ratio"]) * iteration / warmup
+        return lr
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything that defines a run.  Sections grow as the package grows (data, loss, test, train)."""
 
@@ -204,6 +264,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     test: TestConfig = field(default_factory=TestConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def override(self, **changes: Any) -> "Config":
         """A copy with dotted-path changes, e.g. ``override(**{"model.width": 8, "input_size": 256})``."""
@@ -272,10 +333,11 @@ def _set_dotted(d: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]
 
 def preset(name: str) -> Config:
     """The published configuration ``w32_512``, ``w32_640``, ``w48_512`` or ``w48_640``."""
-    if name not in PRESET_WIDTHS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_WIDTHS)}")
-    width, input_size = PRESET_WIDTHS[name]
-    return Config(name=name, input_size=input_size, model=ModelConfig(width=width))
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    width, input_size, batch_size = PRESETS[name]
+    return Config(name=name, input_size=input_size, model=ModelConfig(width=width),
+                  train=TrainConfig(batch_size=batch_size))
 
 
 def model_config_from_official(extra: Mapping[str, Any], num_joints: int = 17, tag_per_joint: bool = True,
@@ -345,12 +407,12 @@ def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> Config
     """A preset name or a YAML/JSON file written by ``save_config``, with optional dotted overrides."""
     import yaml  # local: only needed when reading files
 
-    if spec in PRESET_WIDTHS:
+    if spec in PRESETS:
         cfg = preset(spec)
     else:
         path = Path(spec)
         if not path.is_file():
-            raise ConfigError(f"{spec!r} is neither a preset ({', '.join(PRESET_WIDTHS)}) nor a config file")
+            raise ConfigError(f"{spec!r} is neither a preset ({', '.join(PRESETS)}) nor a config file")
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:

@@ -1,0 +1,100 @@
+"""The training engine: exact resume, DDP equivalence through torchrun, non-finite loss handling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import COCO_MINI, REPO
+from hhrnet.checkpoints import read_checkpoint
+from hhrnet.config import preset, save_config
+from hhrnet.engine import TrainingError, read_metrics, train
+from hhrnet.losses import MultiResolutionLoss
+
+
+def tiny_config(root, **train):
+    """A CPU-second configuration of the full structure on the real coco_mini images."""
+    overrides = {"input_size": 128, "model.width": 8, "model.stage_modules": [1, 1, 1],
+                 "model.blocks_per_branch": 1, "model.num_basic_blocks": 1, "train.data_root": str(root),
+                 "train.train_split": "val", "train.batch_size": 2, "train.workers": 0, "train.log_every": 1}
+    overrides.update({f"train.{k}": v for k, v in train.items()})
+    return preset("w32_512").override(**overrides)
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    """coco_mini's val2017 part in the ``ROOT/images/<split>`` + ``ROOT/annotations`` layout."""
+    root = tmp_path_factory.mktemp("coco_mini_layout")
+    (root / "images").mkdir()
+    (root / "annotations").mkdir()
+    os.symlink(COCO_MINI / "images", root / "images" / "val")
+    os.symlink(COCO_MINI / "person_keypoints_val2017.json", root / "annotations" / "person_keypoints_val.json")
+    return root
+
+
+def weights(run_dir):
+    state, _ = read_checkpoint(run_dir / "last.pth")
+    return state
+
+
+def test_resume_is_exact(coco_root, tmp_path):
+    """k iterations, stop, resume to 2k (crossing an epoch end) = 2k uninterrupted; seeded runs are identical."""
+    cfg = tiny_config(coco_root, batch_size=4, epochs=2, checkpoint_every=3)  # 10 iterations per epoch
+    train(cfg.override(**{"train.max_iters": 14}), tmp_path / "straight", progress=False)
+    train(cfg.override(**{"train.max_iters": 7}), tmp_path / "resumed", progress=False)
+    train(cfg.override(**{"train.max_iters": 14}), tmp_path / "resumed", resume=True, progress=False)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+    straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
+    assert [r["iter"] for r in resumed] == list(range(1, 15))
+    assert [r["total"] for r in resumed] == [r["total"] for r in straight]
+
+
+def test_resume_refuses_a_changed_config(coco_root, tmp_path):
+    cfg = tiny_config(coco_root, max_iters=1)
+    train(cfg, tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="train.lr"):
+        train(cfg.override(**{"train.lr": 0.1}), tmp_path, resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(coco_root, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = MultiResolutionLoss.forward
+
+    def poisoned(self, *args):
+        terms = original(self, *args)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            terms.total = terms.total * float("nan")
+        return terms
+
+    monkeypatch.setattr(MultiResolutionLoss, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"loss became nan at iteration 2 .*last.pth"):
+        train(tiny_config(coco_root, max_iters=5, checkpoint_every=1), tmp_path, progress=False)
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["iteration"] == 2
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one_process_with_accumulation(coco_root, tmp_path):
+    """torchrun, 2 gloo processes × batch 2 = 1 process × batch 2 × accumulate 2 (the same total
+    batch of 4, BatchNorm statistics per micro-batch in both, as per GPU in the published runs)."""
+    cfg = tiny_config(coco_root, max_iters=3, lr=1e-3)
+    save_config(cfg, tmp_path / "ddp.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "hhrnet", "train", "--config", str(tmp_path / "ddp.yaml"), "--out", str(tmp_path / "ddp"),
+         "--no-progress"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    train(cfg.override(**{"train.accumulate": 2}), tmp_path / "single", progress=False)
+    a, b = weights(tmp_path / "ddp"), weights(tmp_path / "single")
+    for key in a:
+        if a[key].is_floating_point() and "running" not in key:  # parameters (buffers follow rank 0)
+            torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=key)
+    assert [r["total"] for r in read_metrics(tmp_path / "ddp")] == pytest.approx(
+        [r["total"] for r in read_metrics(tmp_path / "single")], rel=1e-5)
