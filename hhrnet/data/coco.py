@@ -1,0 +1,279 @@
+"""COCO-format keypoint datasets: real COCO, the synthetic scenes, or any folder in that format.
+
+Reading order follows one training sample from disk to targets:
+
+1. ``coco_paths`` finds the annotation file and the image folder (three layouts).
+2. ``load_records`` reads and validates the JSON once, at construction: every problem that would
+   otherwise surface as a wrong target or a crash inside a DataLoader worker is reported here, with
+   the file and the annotation id.  Per image it keeps the joints array and the ignored regions.
+3. ``CocoKeypoints.__getitem__`` decodes the image (``read_rgb_image``), builds the image-resolution
+   loss mask (``hhrnet.targets.counted_mask``), draws one augmentation from a per-sample generator
+   (``hhrnet.data.transforms``), and makes heatmaps and AE targets per output resolution.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hhrnet.config import Config, DataConfig
+from hhrnet.data import transforms
+from hhrnet.targets import (counted_mask, fixed_sigma_heatmaps, is_ignored_region, joint_tag_targets,
+                            scale_aware_heatmaps)
+
+
+class DatasetError(ValueError):
+    """Bad dataset input; the message names the file and, where there is one, the annotation id."""
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Where the files are
+
+
+def coco_paths(root: str | Path | None = None, split: str | None = None,
+               annotation_file: str | Path | None = None,
+               image_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """``(annotation_file, image_dir)`` for one of the supported layouts.
+
+    * explicit ``annotation_file`` + ``image_dir`` (e.g. ``coco_mini``: flat ``images/``, JSONs at root);
+    * ``root/images/<split>/`` + ``root/annotations/person_keypoints_<split>.json`` (hhrnet synth);
+    * ``root/<split>/`` + the same annotation file (standard COCO, ``split`` = ``train2017``...).
+    """
+    if annotation_file is not None or image_dir is not None:
+        if annotation_file is None or image_dir is None:
+            raise DatasetError("give both annotation_file and image_dir, or root and split")
+        return Path(annotation_file), Path(image_dir)
+    if root is None or split is None:
+        raise DatasetError("give root and split (or annotation_file and image_dir)")
+    root = Path(root)
+    annotation = root / "annotations" / f"person_keypoints_{split}.json"
+    for candidate in (root / "images" / split, root / split):
+        if candidate.is_dir():
+            return annotation, candidate
+    raise DatasetError(f"no image folder for split {split!r}: neither {root / 'images' / split} "
+                       f"nor {root / split} exists")
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Reading and validating the annotations
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image and what training needs from its annotations, prepared once.
+
+    ``joints`` is ``(P, K, 3)`` (or ``(P, K, 4)`` with the scale-aware sigma) in image pixels for the
+    supervised people (non-crowd, or crowd with keypoints, as in the reference); ``ignored`` are the
+    annotations whose segmentation is masked out of the loss.
+    """
+
+    image_id: int
+    file: Path
+    height: int
+    width: int
+    joints: np.ndarray
+    ignored: tuple[Mapping[str, Any], ...]
+
+
+def _read_json(path: Path) -> Mapping[str, Any]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: annotation file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise DatasetError(f"{path}: not a COCO file (needs 'images' and 'annotations' lists)")
+    return data
+
+
+def _annotation_keypoints(ann: Mapping[str, Any], num_joints: int, where: str) -> np.ndarray:
+    """``(K, 3)`` keypoints of one annotation, or an error saying what is wrong with it."""
+    if "keypoints" not in ann:
+        raise DatasetError(f"{where}: no 'keypoints' field; this is not a COCO keypoints annotation file")
+    try:
+        keypoints = np.asarray(ann["keypoints"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: 'keypoints' is not a list of numbers") from None
+    if keypoints.ndim != 1 or keypoints.size != 3 * num_joints:
+        raise DatasetError(f"{where}: 'keypoints' has {keypoints.size} values, expected 3 x {num_joints} joints")
+    if not np.isfinite(keypoints).all():
+        raise DatasetError(f"{where}: 'keypoints' contains NaN or infinity")
+    return keypoints.reshape(num_joints, 3)
+
+
+def _person_sigma(ann: Mapping[str, Any], data: DataConfig, base_size: int, where: str) -> float:
+    """Scale-aware sigma from the box: ``max(w, h) / base_size · base_sigma`` (must be > 0)."""
+    box = ann.get("bbox")
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        raise DatasetError(f"{where}: scale-aware sigma needs a 'bbox' [x, y, w, h], got {box!r}")
+    sigma = max(float(box[2]), float(box[3])) / base_size * data.base_sigma
+    if not sigma > 0:
+        raise DatasetError(f"{where}: zero-area person (bbox {box}) gives sigma {sigma}; fix or drop it")
+    return sigma
+
+
+def _where(annotation_file: Path, ann: Mapping[str, Any]) -> str:
+    """How error messages name an annotation: its file and its id."""
+    return f"{annotation_file}: annotation {ann.get('id', '?')}"
+
+
+def _image_index(images: list, path: Path) -> dict[int, Mapping[str, Any]]:
+    index = {}
+    for img in images:
+        missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
+        if missing:
+            raise DatasetError(f"{path}: image entry {img.get('id', '?')} lacks {', '.join(missing)}")
+        index[int(img["id"])] = img
+    return index
+
+
+def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: DataConfig,
+                 base_size: int, train: bool) -> list[ImageRecord]:
+    """Validate the whole file and build one ``ImageRecord`` per used image, in file order.
+
+    Training keeps images with at least one annotation (the reference's rule, crowd-only included:
+    they teach "no person here" outside the crowd); evaluation keeps every image.  Missing image files
+    are reported here, for all used images, rather than when a worker reaches them.
+    """
+    coco = _read_json(annotation_file)
+    images = _image_index(coco["images"], annotation_file)
+    by_image: dict[int, list[tuple[Mapping[str, Any], np.ndarray]]] = {i: [] for i in images}
+    for ann in coco["annotations"]:
+        where = _where(annotation_file, ann)
+        if ann.get("image_id") not in images:
+            raise DatasetError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+        keypoints = _annotation_keypoints(ann, num_joints, where)
+        ann = dict(ann, num_keypoints=int(ann.get("num_keypoints", np.count_nonzero(keypoints[:, 2] > 0))))
+        by_image[ann["image_id"]].append((ann, keypoints))
+
+    records = []
+    for image_id in images:
+        anns = by_image[image_id]
+        if train and not anns:
+            continue
+        people = [(a, k) for a, k in anns if not a.get("iscrowd", 0) or a["num_keypoints"] > 0]
+        joints = np.zeros((len(people), num_joints, 4 if data.scale_aware_sigma else 3))
+        for p, (ann, keypoints) in enumerate(people):
+            joints[p, :, :3] = keypoints
+            if data.scale_aware_sigma:
+                joints[p, :, 3] = _person_sigma(ann, data, base_size, _where(annotation_file, ann))
+        img = images[image_id]
+        records.append(ImageRecord(image_id=image_id, file=image_dir / img["file_name"],
+                                   height=int(img["height"]), width=int(img["width"]), joints=joints,
+                                   ignored=tuple(a for a, _ in anns if is_ignored_region(a))))
+    _check_files_exist(records, by_image)
+    return records
+
+
+def _check_files_exist(records: list[ImageRecord], by_image: Mapping[int, list]) -> None:
+    missing = [r for r in records if not r.file.is_file()]
+    if missing:
+        first = missing[0]
+        ann_ids = [a.get("id", "?") for a, _ in by_image[first.image_id]][:5]
+        raise DatasetError(f"{len(missing)} image file(s) missing, first {first.file} (image {first.image_id}, "
+                           f"annotations {ann_ids})")
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. From a record to a sample
+
+
+def read_rgb_image(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """8-bit RGB ``(H, W, 3)`` from any image cv2 reads (gray, RGBA and 16-bit included).
+
+    ``IMREAD_COLOR`` makes 3 channels and 8 bits; EXIF orientation is ignored as in the official code
+    (COCO coordinates refer to the stored pixels).  A truncated JPEG (no end marker) is an error, not
+    a half-grey image; so is a size different from the annotation file's.
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read image ({err})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise DatasetError(f"{path}: not a readable image (corrupt or unsupported format)")
+    if data[:2].tobytes() == b"\xff\xd8" and data.tobytes().rfind(b"\xff\xd9") < 0:
+        raise DatasetError(f"{path}: truncated JPEG (no end-of-image marker)")
+    if expected_hw is not None and image.shape[:2] != tuple(expected_hw):
+        raise DatasetError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (HxW) but the annotation file "
+                           f"says {expected_hw[0]}x{expected_hw[1]}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class CocoKeypoints(Dataset):
+    """COCO-format person keypoints, for training (augmented targets) or evaluation (raw images).
+
+    Training samples are dicts ``image`` (3, S, S) float32 normalised, and per output resolution
+    lists ``heatmaps`` (K, r, r), ``masks`` (r, r) with 1 = counted, ``joints`` (max_people, K, 2)
+    int64 AE targets; plus ``image_id``.  Evaluation samples are ``image`` (H, W, 3) uint8 RGB,
+    ``image_id`` and ``file``.  The augmentation of sample ``i`` depends only on ``(seed, epoch, i)``,
+    so results do not depend on the number of workers; call ``set_epoch`` once per epoch.
+    """
+
+    def __init__(self, annotation_file: str | Path, image_dir: str | Path, *, train: bool,
+                 input_size: int = 512, output_sizes: tuple[int, ...] = (128, 256),
+                 data: DataConfig = DataConfig(), num_joints: int = 17, tag_per_joint: bool = True,
+                 seed: int = 0) -> None:
+        if len(data.flip_index) != num_joints:
+            raise DatasetError(f"data.flip_index has {len(data.flip_index)} entries for {num_joints} joints")
+        self.annotation_file, self.image_dir = Path(annotation_file), Path(image_dir)
+        self.train, self.input_size, self.output_sizes = train, input_size, tuple(output_sizes)
+        self.data, self.num_joints, self.tag_per_joint = data, num_joints, tag_per_joint
+        self.seed, self.epoch = seed, 0
+        self.records = load_records(self.annotation_file, self.image_dir, num_joints, data,
+                                    data.scale_aware_base_size(input_size), train)
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, train: bool, root: str | Path | None = None, split: str | None = None,
+                    annotation_file: str | Path | None = None, image_dir: str | Path | None = None,
+                    seed: int = 0) -> "CocoKeypoints":
+        """The dataset a run's configuration asks for: sizes from ``input_size`` and the output strides."""
+        annotation_file, image_dir = coco_paths(root, split, annotation_file, image_dir)
+        return cls(annotation_file, image_dir, train=train, input_size=cfg.input_size,
+                   output_sizes=tuple(cfg.input_size // s for s in cfg.model.output_strides), data=cfg.data,
+                   num_joints=cfg.model.num_joints, tag_per_joint=cfg.model.tag_per_joint, seed=seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the augmentation stream of this epoch (each epoch sees new random crops)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        image = read_rgb_image(record.file, (record.height, record.width))
+        if not self.train:
+            return {"image": image, "image_id": record.image_id, "file": str(record.file)}
+        return self.training_sample(record, image, np.random.default_rng((self.seed, self.epoch, index)))
+
+    def training_sample(self, record: ImageRecord, image: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        """Augment one decoded image and build its targets at every output resolution."""
+        mask = counted_mask(record.ignored, record.height, record.width)
+        params = transforms.draw_augmentation(rng, (record.height, record.width), self.data)
+        sample = transforms.augment(image, mask, record.joints, params, self.input_size, self.output_sizes,
+                                    self.data.flip_index)
+        heatmaps, tags = [], []
+        for size, joints in zip(self.output_sizes, sample.joints):
+            if self.data.scale_aware_sigma:
+                heatmaps.append(scale_aware_heatmaps(joints, size))
+            else:
+                heatmaps.append(fixed_sigma_heatmaps(joints, size, self.data.sigma))
+            tags.append(joint_tag_targets(joints, size, self.data.max_people, self.tag_per_joint))
+        return {
+            "image": torch.from_numpy(transforms.normalize_image(sample.image, self.data.mean, self.data.std)),
+            "heatmaps": [torch.from_numpy(h) for h in heatmaps],
+            "masks": [torch.from_numpy(m) for m in sample.masks],
+            "joints": [torch.from_numpy(t) for t in tags],
+            "image_id": record.image_id,
+        }
