@@ -13,8 +13,11 @@ the published order.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .config import ModelConfig
 
@@ -244,6 +247,27 @@ class HigherHRNet(nn.Module):
             features = deconv(features)
             outputs.append(final(features))
         return outputs
+
+
+def fuse_for_inference(model: HigherHRNet) -> HigherHRNet:
+    """A copy with every BatchNorm folded into the convolution before it, for evaluation only.
+
+    In eval mode a BatchNorm is a per-channel affine map, so ``BN(conv(x))`` is one convolution with
+    rescaled weights and a bias: same outputs up to float rounding, ~100 fewer kernels per forward.
+    The copy's state dict no longer has the published key names; keep the original for checkpoints.
+    """
+    fused = copy.deepcopy(model).eval()
+    for parent in fused.modules():
+        children = dict(parent.named_children())
+        names = list(children)
+        pairs = zip(names, names[1:]) if isinstance(parent, nn.Sequential) else ((f"conv{i}", f"bn{i}") for i in (1, 2, 3))
+        for conv_name, bn_name in pairs:
+            conv, bn = children.get(conv_name), children.get(bn_name)
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
+                transposed = isinstance(conv, nn.ConvTranspose2d)
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn, transpose=transposed))
+                setattr(parent, bn_name, nn.Identity())
+    return fused
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -78,3 +78,23 @@ def test_shared_tag_map_and_no_cat_output():
     model = HigherHRNet(cfg)
     assert model.final_layers[0].out_channels == 18
     assert model.deconv_layers[0][0][0].in_channels == 8
+
+
+@pytest.mark.parametrize("path", golden_params("model_tiny*.npz"))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_inference_equals_plain(path, channels_last):
+    """BatchNorm folding (and channels_last memory) keep the golden outputs within 1e-4."""
+    from hhrnet.model import fuse_for_inference
+
+    model, state, _, golden = tiny_model_from_golden(path)
+    load_state_dict_strict(model, state, source=path.name)
+    fast = fuse_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    x = torch.from_numpy(golden["x"])
+    if channels_last:
+        fast, x = fast.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        outputs = fast(x)
+    for i, out in enumerate(outputs):
+        np.testing.assert_allclose(out.contiguous().numpy(), golden[f"out{i}"], atol=1e-4, rtol=0)
+    assert model.bn1.weight.shape == (64,), "fusing must not modify the original model"
