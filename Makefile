@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	$(PY) -m hhrnet study --profile $(PROFILE) --missing-only
+	HHRNET_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 
 clean:
 	rm -rf _build

@@ -66,6 +66,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"trained {cfg.name}: {checkpoint}")
 
 
+def cmd_synth(args: argparse.Namespace) -> None:
+    from .data.synthetic import generate
+
+    dataset = generate(out_dir=args.out, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
+                       workers=args.workers, image_format=args.format, force=args.force)
+    print(f"synthetic COCO keypoints dataset in {dataset.root}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hhrnet", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -89,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(p)
     p.set_defaults(run=cmd_export)
 
+    p = sub.add_parser("synth", help="write a procedural multi-person dataset in COCO keypoints format")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--train", type=int, default=1000, help="training images")
+    p.add_argument("--val", type=int, default=200, help="validation images")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--format", choices=("png", "jpg"), default="png")
+    p.add_argument("--force", action="store_true", help="regenerate even if DIR holds this exact dataset")
+    p.set_defaults(run=cmd_synth)
+
     p = sub.add_parser("train", help="train a configuration (single process, or under torchrun for DDP)")
     add_config_options(p, required=True)
     p.add_argument("--out", required=True, type=Path, help="run directory (config, last.pth, metrics.jsonl)")
@@ -96,10 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pth, exactly")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("study", help="run the papermill study (experiments/rows.yaml) for a profile",
+                       add_help=False)
+    p.set_defaults(run=None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["study"]:  # the study driver has its own options
+        from .study import main as study_main
+
+        return study_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.run(args)

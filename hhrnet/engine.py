@@ -283,10 +283,10 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
     images_per_step = cfg.train.batch_size * rt.world * cfg.train.accumulate
 
     model.train()
+    window = (iteration, time.perf_counter())
     while iteration < total:
         dataset.set_epoch(epoch)
         loaders = shard_loaders(dataset, cfg, rt, epoch, iteration - epoch * per_epoch, rt.device)
-        tick = time.perf_counter()
         for micro_batches in zip(*loaders):
             lr = cfg.train.lr_at(iteration, per_epoch)
             for group in optimizer.param_groups:
@@ -299,16 +299,16 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
             scaler.step(optimizer)
             scaler.update()
             iteration += 1
-            now = time.perf_counter()
             if rt.is_main:
                 bar.update(1)
                 bar.set_postfix(loss=f"{log['total']:.4g}", lr=f"{lr:.2e}", refresh=False)
                 if iteration % cfg.train.log_every == 0 or iteration == total:
-                    append_metrics(metrics_path, {"iter": iteration, "epoch": epoch, "lr": lr, **log,
-                                                  "images_per_s": images_per_step / (now - tick)})
+                    now = time.perf_counter()  # throughput over the whole log window, data loading included
+                    rate = images_per_step * (iteration - window[0]) / (now - window[1])
+                    append_metrics(metrics_path, {"iter": iteration, "epoch": epoch, "lr": lr, **log, "images_per_s": rate})
+                    window = (iteration, now)
                 if cfg.train.checkpoint_every and iteration % cfg.train.checkpoint_every == 0:
                     save_training_state(ckpt_path, model, optimizer, scaler, cfg, epoch, iteration)
-            tick = now
             if iteration >= total:
                 break
         else:  # the epoch ran to its end

@@ -192,3 +192,46 @@ __all__ = (
     "SIDE_COLOURS", "keypoint_side", "as_poses", "draw_poses", "plot_scene_grid", "plot_person_heights",
     "plot_dataset_overview",
 )
+
+
+def plot_training_curves(rows: list[Mapping[str, Any]], title: str = "") -> "Figure":
+    """Loss terms per resolution (log scale) and the learning rate against the iteration."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if "total" in r]
+    iters = [r["iter"] for r in rows]
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 1]})
+    for key in sorted({k for r in rows for k in r if k.startswith(("heatmap", "push", "pull"))} | {"total"}):
+        values = [r.get(key) for r in rows]
+        if any(v for v in values):
+            ax_loss.plot(iters, values, label=key, lw=2 if key == "total" else 1)
+    ax_loss.set(yscale="log", xlabel="iteration", ylabel="loss (factored)", title=title or "training loss")
+    ax_loss.legend(fontsize=7, ncol=3)
+    ax_lr.plot(iters, [r["lr"] for r in rows], color="k")
+    ax_lr.set(xlabel="iteration", ylabel="learning rate", title="schedule")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictions(images: list[np.ndarray], poses: list[np.ndarray], titles: list[str] | None = None,
+                     cols: int = 4, min_score: float = 0.0, scores: list[np.ndarray] | None = None) -> "Figure":
+    """A grid of images with predicted skeletons (people scoring below ``min_score`` left out)."""
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= len(images):
+            continue
+        ax.imshow(images[i])
+        keep = np.ones(len(poses[i]), bool) if scores is None else np.asarray(scores[i]) >= min_score
+        if keep.any():
+            kp = np.asarray(poses[i])[keep].copy()
+            kp[..., 2] = np.where(kp[..., 2] > 0, 2, 0)  # draw every found joint as visible
+            draw_poses(ax, kp)
+        if titles:
+            ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig
