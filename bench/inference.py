@@ -1,0 +1,83 @@
+"""Images per second of the whole test pipeline (warp, network, aggregation, grouping, back-mapping).
+
+W32-512 with random weights, CPU, 640x480 images.  The weights are drawn so that activations have
+a trained network's scale (``realistic_random_model``): the official N(0, 0.001) initialisation
+with unit BatchNorm statistics shrinks activations to denormal floats, which makes CPU convolutions
+an order of magnitude slower than with any trained checkpoint.  Rows: single scale + flip test and
+multi-scale (2, 1, 0.5) + flip test, at batch 1 and batch 8.  The network's share of the time is
+printed beside each row, measured in the same run.
+
+    python bench/inference.py [--repeats 3] [--batches 1 8] [--no-multi-scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from hhrnet.config import Config, TestConfig, preset
+from hhrnet.inference import Predictor
+from hhrnet.model import HigherHRNet
+
+
+def realistic_random_model(seed: int = 0) -> tuple[HigherHRNet, Config]:
+    """W32-512 with He-initialised convolutions and BatchNorm statistics calibrated on one random
+    batch (momentum 1), then in eval mode: activations of order one, like a trained network."""
+    torch.manual_seed(seed)
+    cfg = preset("w32_512")
+    model = HigherHRNet(cfg.model)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 1.0
+    with torch.no_grad():
+        model.train()(torch.randn(2, 3, 256, 256))
+    return model.eval(), cfg
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--no-multi-scale", action="store_true")
+    args = parser.parse_args()
+    model, cfg = realistic_random_model()
+    forward_calls: list[float] = []
+
+    def timed_forward(module, inputs, output):  # the network's own time, for the share column
+        forward_calls.append(time.perf_counter() - module._started)
+
+    model.register_forward_pre_hook(lambda module, inputs: setattr(module, "_started", time.perf_counter()))
+    model.register_forward_hook(timed_forward)
+    images = list(np.random.default_rng(0).integers(0, 255, (max(args.batches), 480, 640, 3), dtype=np.uint8))
+    settings = {"single scale + flip": TestConfig()}
+    if not args.no_multi_scale:
+        settings["scales 2, 1, 0.5 + flip"] = TestConfig(scales=(2.0, 1.0, 0.5))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, W32-512, 640x480 images")
+    print(f"{'setting':28s} {'batch':>5s} {'img/s':>8s} {'s/img':>8s} {'network share':>14s}")
+    for name, test in settings.items():
+        for batch in args.batches:
+            predictor = Predictor(model, cfg, test, batch_size=batch)
+            forward_calls.clear()
+            seconds = median_seconds(lambda: predictor(images[:batch]), args.repeats)
+            network = sum(forward_calls) / (args.repeats + 1)  # per call of predictor, warm-up included
+            print(f"{name:28s} {batch:5d} {batch / seconds:8.2f} {seconds / batch:8.3f} {network / seconds:13.0%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""Associative-embedding grouping: aggregated heatmaps + tag maps -> people.
+
+The steps, in the order ``group`` runs them (each a function below):
+
+1. ``top_candidates``: local maxima of each heatmap (``kernel x kernel`` max-pool NMS), the
+   ``max_people`` strongest per joint, with their positions and tags.
+2. ``match_by_tag``: visit the joints head first (``joint_order``); each candidate above the detection
+   threshold joins the person whose mean tag is nearest (Hungarian assignment on
+   ``round(distance)·100 − value``, ``munkres_assignment``) if that distance is below the tag
+   threshold, else starts a person.
+3. ``adjust``: move every detected joint a quarter pixel towards its higher neighbour, then +0.5.
+4. ``person_scores``: mean joint value over all joints (missing ones count 0), taken before refine.
+5. ``refine``: a missing joint is looked for over the whole map, near the person's mean tag.
+
+Everything follows the official HigherHRNet ``HeatmapParser`` number for number (see
+``shared/reference/official_pipeline.md``), in numpy.  It is fast because no step touches a pixel whose
+outcome is already decided: NMS and top-k look only at pixels above the detection threshold, refine
+only at tiles whose bound (largest heatmap value, nearest tag) could still beat the best score found
+so far; the results are the same as the reference's full-map computations, ties included.
+
+A grouped image is an array ``(people, K, 3 + T)``: ``x, y, value`` then the ``T``-dimensional tag of
+each joint, zeros for joints that were not found.  Coordinates are heatmap pixels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hhrnet.config import TestConfig
+
+# Head, shoulders and hips first: they are the most reliable, so they found the people and fix each
+# person's mean tag before the limbs are matched (official order, COCO skeleton only).
+COCO_JOINT_ORDER: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
+
+# Cost of a padding column when there are more candidates than people: never chosen over a real one.
+UNMATCHABLE = 1e10
+
+
+@dataclass
+class Candidates:
+    """Top-k local maxima per joint: ``values (N, K, k)``, ``xy (N, K, k, 2)`` int64, ``tags (N, K, k, T)``.
+
+    Slots without a local maximum above the floor hold zeros.
+    """
+
+    values: np.ndarray
+    xy: np.ndarray
+    tags: np.ndarray
+
+
+@dataclass
+class GroupedImage:
+    """One image's people: ``joints (P, K, 3 + T)`` in heatmap pixels and ``scores (P,)``."""
+
+    joints: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.joints)
+
+
+def joint_order(num_joints: int) -> tuple[int, ...]:
+    """Matching order: the reference's head-first order for the 17 COCO joints, else natural order."""
+    return COCO_JOINT_ORDER if num_joints == len(COCO_JOINT_ORDER) else tuple(range(num_joints))
+
+
+def local_maxima(heatmaps: np.ndarray, kernel: int = 5, floor: float = 0.0) -> np.ndarray:
+    """Flat indices of the pixels above ``floor`` that equal the max of their ``kernel x kernel`` window.
+
+    The reference max-pools the whole map (stride 1, padding kernel//2) and keeps ``value == pooled``;
+    only pixels above ``floor`` are tested here, each against its (border-clipped) window.
+    """
+    height, width = heatmaps.shape[-2:]
+    flat = heatmaps.reshape(-1)
+    index = np.flatnonzero(flat > floor)
+    value = flat[index]
+    x, y = index % width, (index // width) % height
+    is_max = np.ones(index.size, bool)
+    r = kernel // 2
+    for dy in range(-r, r + 1):
+        row_shift = (np.clip(y + dy, 0, height - 1) - y) * width
+        for dx in range(-r, r + 1):
+            if dy or dx:
+                is_max &= flat[index + row_shift + np.clip(x + dx, 0, width - 1) - x] <= value
+    return index[is_max]
+
+
+def top_candidates(heatmaps: np.ndarray, tags: np.ndarray, k: int, kernel: int = 5,
+                   floor: float = 0.0) -> Candidates:
+    """The ``k`` largest local maxima above ``floor`` per joint (``heatmaps (N, K, H, W)``, ``tags (N, K, H, W, T)``).
+
+    Equal values are ordered by position (row-major).  With ``floor`` = the detection threshold the
+    grouping is unchanged (weaker candidates are dropped by matching anyway) and far fewer pixels are read.
+    """
+    n, num_joints, height, width = heatmaps.shape
+    tag_dim = tags.shape[-1]
+    peaks = local_maxima(heatmaps, kernel, floor)
+    flat = heatmaps.reshape(-1)
+    channel, pixel = np.divmod(peaks, height * width)
+    order = np.lexsort((peaks, -flat[peaks], channel))  # by channel, value descending, position
+    peaks, channel, pixel = peaks[order], channel[order], pixel[order]
+    rank = np.arange(peaks.size) - np.searchsorted(channel, channel)
+    keep = rank < k
+    values = np.zeros((n * num_joints, k), heatmaps.dtype)
+    xy = np.zeros((n * num_joints, k, 2), np.int64)
+    picked = np.zeros((n * num_joints, k, tag_dim), tags.dtype)
+    slot = (channel[keep], rank[keep])
+    values[slot] = flat[peaks[keep]]
+    xy[slot] = np.stack((pixel[keep] % width, pixel[keep] // width), axis=1)
+    picked[slot] = tags.reshape(n * num_joints, height * width, tag_dim)[channel[keep], pixel[keep]]
+    return Candidates(values.reshape(n, num_joints, k), xy.reshape(n, num_joints, k, 2),
+                      picked.reshape(n, num_joints, k, tag_dim))
+
+
+def munkres_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost assignment ``(rows, cols)``, sorted by row, with the reference's tie-breaking.
+
+    Any optimal assignment (``scipy.optimize.linear_sum_assignment``) has the same total cost, but when
+    several are optimal -- common here, since costs are rounded distances -- which person gets a joint
+    depends on the solver.  The goldens were made with the ``munkres`` package (2.x), whose solver is the
+    shortest-augmenting-path Hungarian method with row/column potentials: rows are reduced by their
+    minimum and greedily matched to the first free column at that minimum, then each unmatched row in
+    order is augmented along a shortest path, always taking the lowest column index among equals.
+    This is that method, with each inner loop over columns vectorised (same float64 operations, so
+    the same ties).  Classic ``munkres`` 1.x (Pilgrim's covering steps) can break ties differently.
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.shape[0] > cost.shape[1]:
+        cols, rows = munkres_assignment(cost.T)
+        order = np.argsort(rows)
+        return rows[order], cols[order]
+    n, m = cost.shape
+    row_potential = cost.min(axis=1) if m else np.zeros(n)
+    col_potential = np.zeros(m + 1)  # column m is the virtual start column of each augmentation
+    owner = np.full(m + 1, -1)  # owner[j]: row matched to column j
+    for i in range(n):  # warm start: first still-free column at the row minimum
+        free = np.flatnonzero((owner[:m] == -1) & (cost[i] == row_potential[i]))
+        if free.size:
+            owner[free[0]] = i
+    for i in sorted(set(range(n)) - set(owner[owner >= 0].tolist())):
+        owner[m] = i
+        col = m
+        slack = np.full(m + 1, np.inf)  # smallest reduced cost reaching each column so far
+        came_from = np.zeros(m + 1, int)
+        visited = np.zeros(m + 1, bool)
+        while True:
+            visited[col] = True
+            row = owner[col]
+            reduced = cost[row] - row_potential[row] - col_potential[:m]
+            better = ~visited[:m] & (reduced < slack[:m])
+            slack[:m][better] = reduced[better]
+            came_from[:m][better] = col
+            candidates = np.where(visited[:m], np.inf, slack[:m])
+            nearest = int(np.argmin(candidates))
+            delta = candidates[nearest]
+            row_potential[owner[visited]] += delta
+            col_potential[visited] -= delta
+            reachable = ~visited & np.isfinite(slack)
+            slack[reachable] -= delta
+            col = nearest
+            if owner[col] == -1:
+                break
+        while col != m:  # flip the augmenting path
+            previous = came_from[col]
+            owner[col] = owner[previous]
+            col = previous
+    cols = np.flatnonzero(owner[:m] >= 0)
+    rows = owner[cols]
+    order = np.argsort(rows)
+    return rows[order], cols[order]
+
+
+
+def match_by_tag(values: np.ndarray, xy: np.ndarray, tags: np.ndarray, test: TestConfig) -> np.ndarray:
+    """Assign one image's candidates (``(K, k)``, ``(K, k, 2)``, ``(K, k, T)``) to people.
+
+    People are kept in creation order; each is represented by the running mean of its matched tags
+    (kept as a float32 running sum, which is bit-identical to the reference's mean of a list).
+    Only the first ``max_people`` people take part in matching, as in the reference.
+    """
+    num_joints, _, tag_dim = tags.shape
+    people: list[np.ndarray] = []
+    tag_sums = np.zeros((0, tag_dim), np.float32)
+    tag_counts = np.zeros(0, np.float32)
+
+    def start_person(joint: int, row: np.ndarray, tag: np.ndarray) -> None:
+        nonlocal tag_sums, tag_counts
+        person = np.zeros((num_joints, 3 + tag_dim))
+        person[joint] = row
+        people.append(person)
+        tag_sums = np.concatenate([tag_sums, tag[None]])
+        tag_counts = np.append(tag_counts, np.float32(1))
+
+    for joint in joint_order(num_joints):
+        keep = values[joint] > test.detection_threshold
+        if not keep.any():
+            continue
+        cand_tags = tags[joint][keep]
+        rows = np.concatenate([xy[joint][keep], values[joint][keep, None], cand_tags], axis=1)  # float64
+        if not people:
+            for row, tag in zip(rows, cand_tags):
+                start_person(joint, row, tag)
+            continue
+        num_active = min(len(people), test.max_people)
+        if test.ignore_too_much and num_active == test.max_people:
+            continue
+        mean_tags = tag_sums[:num_active] / tag_counts[:num_active, None]
+        distance = np.linalg.norm(rows[:, None, 3:] - mean_tags[None], ord=2, axis=2)
+        cost = np.round(distance) * 100 - rows[:, 2:3] if test.use_detection_val else distance
+        if len(rows) > num_active:
+            cost = np.pad(cost, ((0, 0), (0, len(rows) - num_active)), constant_values=UNMATCHABLE)
+        for r, c in zip(*munkres_assignment(cost)):
+            if c < num_active and distance[r, c] < test.tag_threshold:
+                people[c][joint] = rows[r]
+                tag_sums[c] += cand_tags[r]
+                tag_counts[c] += 1
+            else:
+                start_person(joint, rows[r], cand_tags[r])
+    if not people:
+        return np.zeros((0, num_joints, 3 + tag_dim), np.float32)
+    return np.stack(people).astype(np.float32)
+
+
+def quarter_offsets(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray,
+                    y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """±0.25 per axis towards the larger of the two neighbours (−0.25 on ties; borders clamped).
+
+    A cheap sub-pixel estimate: the true peak lies on the side of the stronger neighbour.
+    """
+    _, height, width = heatmaps.shape
+    right = heatmaps[joint, y, np.minimum(x + 1, width - 1)]
+    left = heatmaps[joint, y, np.maximum(x - 1, 0)]
+    below = heatmaps[joint, np.minimum(y + 1, height - 1), x]
+    above = heatmaps[joint, np.maximum(y - 1, 0), x]
+    return np.where(right > left, 0.25, -0.25), np.where(below > above, 0.25, -0.25)
+
+
+def adjust(joints: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
+    """Quarter-pixel shift of every detected joint, then +0.5 (pixel centre); ``heatmaps (K, H, W)``."""
+    joints = joints.copy()
+    person, joint = np.nonzero(joints[..., 2] > 0)
+    x = joints[person, joint, 0].astype(np.int64)
+    y = joints[person, joint, 1].astype(np.int64)
+    dx, dy = quarter_offsets(heatmaps, joint, x, y)
+    joints[person, joint, 0] += dx + 0.5
+    joints[person, joint, 1] += dy + 0.5
+    return joints
+
+
+def person_scores(joints: np.ndarray) -> np.ndarray:
+    """Mean joint value over all ``K`` joints; missing joints count as 0."""
+    return joints[..., 2].mean(axis=1) if len(joints) else np.zeros(0, np.float32)
+
+
+def mean_tags(joints: np.ndarray) -> np.ndarray:
+    """``(P, T)`` mean tag of each person's detected joints (natural joint order, float32)."""
+    detected = joints[..., 2] > 0
+    total = (joints[..., 3:] * detected[..., None]).sum(axis=1, dtype=np.float32)
+    return total / detected.sum(axis=1).astype(np.float32)[:, None]
+
+
+def refine_scores(heat: np.ndarray, tags: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """``heat − round(‖tag − centre‖)`` for pixels ``(n,)`` / ``(n, T)`` and centres ``(P, T)`` -> ``(P, n)``.
+
+    float32 and in the reference's operation order (squares summed one tag dimension after the
+    other, as numpy sums a short axis), so rounding and ties come out identical.
+    """
+    total = (tags[:, 0] - centres[:, 0, None]) ** 2
+    for dim in range(1, tags.shape[1]):
+        total += (tags[:, dim] - centres[:, dim, None]) ** 2
+    return heat - np.round(np.sqrt(total))
+
+
+def tile_reduce(maps: np.ndarray, size: int, op: np.ufunc) -> np.ndarray:
+    """``op``-reduce ``(H, W, ...)`` maps over ``size x size`` tiles -> ``(ceil(H/size), ceil(W/size), ...)``.
+
+    Border tiles are completed by repeating the edge, which changes no minimum or maximum.  Rows are
+    combined first, then columns, each as ``size`` whole-array ufunc calls (much faster than a
+    reduction over a short strided axis).
+    """
+    height, width = maps.shape[:2]
+    ny, nx = -(-height // size), -(-width // size)
+    if (ny * size, nx * size) != (height, width):
+        pad = ((0, ny * size - height), (0, nx * size - width)) + ((0, 0),) * (maps.ndim - 2)
+        maps = np.pad(maps, pad, mode="edge")
+    rows = maps.reshape(ny, size, nx * size, *maps.shape[2:])
+    acc = rows[:, 0].copy()
+    for i in range(1, size):
+        op(acc, rows[:, i], out=acc)
+    cols = acc.reshape(ny, nx, size, *maps.shape[2:])
+    out = cols[:, :, 0].copy()
+    for i in range(1, size):
+        op(out, cols[:, :, i], out=out)
+    return out
+
+
+@dataclass
+class TileSummary:
+    """Per ``size x size`` tile of one joint's maps: the largest heatmap value and the tag range.
+
+    They bound the refine score of every pixel in the tile from above (``max heat − round(distance
+    from the centre to the tag box)``); IEEE arithmetic is monotone, so the bound holds for the
+    float32 scores exactly, not just approximately.
+    """
+
+    size: int
+    height: int
+    width: int
+    heat_max: np.ndarray  # (ny, nx)
+    tag_low: np.ndarray  # (ny, nx, T)
+    tag_high: np.ndarray  # (ny, nx, T)
+
+    @classmethod
+    def of(cls, heat: np.ndarray, tags: np.ndarray, size: int = 32) -> "TileSummary":
+        """Summaries of ``heat (H, W)`` and ``tags (H, W, T)`` (border tiles may be partial)."""
+        return cls(size, *heat.shape, tile_reduce(heat, size, np.maximum), tile_reduce(tags, size, np.minimum),
+                   tile_reduce(tags, size, np.maximum))
+
+    def upper_bounds(self, centre: np.ndarray) -> np.ndarray:
+        """``(ny * nx,)`` largest refine score any pixel of each tile can reach for this centre."""
+        gap = np.maximum(np.maximum(self.tag_low - centre, centre - self.tag_high), 0)
+        return (self.heat_max - np.round(np.sqrt((gap**2).sum(axis=-1)))).reshape(-1)
+
+    def pixels(self, tiles: np.ndarray) -> np.ndarray:
+        """Flat pixel indices covered by the given tile numbers, in row-major order.
+
+        Ordered by (tile row, pixel row, tile column) per 16-pixel row segment, so only
+        ``tiles x size`` keys are sorted, not every pixel.
+        """
+        size = self.size
+        tile_row, tile_col = np.divmod(np.repeat(tiles, size), self.heat_max.shape[1])
+        offset = np.tile(np.arange(size), len(tiles))
+        order = np.lexsort((tile_col, offset, tile_row))
+        rows = (tile_row * size + offset)[order, None]
+        cols = (tile_col * size)[order, None] + np.arange(size)
+        return (rows * self.width + cols)[(rows < self.height) & (cols < self.width)]
+
+
+def best_refine_pixels(heat: np.ndarray, tags: np.ndarray, centres: np.ndarray, first_tiles: int = 4) -> np.ndarray:
+    """Flat index of the pixel maximising ``refine_scores`` for each centre (first one on ties).
+
+    ``heat (H, W)``, ``tags (H, W, T)``, ``centres (P, T)``.  Branch and bound over tiles: the
+    ``first_tiles`` tiles with the highest upper bound are scored exactly, which gives a lower bound
+    ``b`` on the best score; then every tile whose upper bound still reaches ``b`` is scored (the whole
+    map if that is most of it), and the winner is among them.  Same result as scoring the whole map.
+    """
+    flat_heat, flat_tags = heat.reshape(-1), tags.reshape(heat.size, -1)
+    tiles = TileSummary.of(heat, tags)
+    best = []
+    for centre in centres[:, None]:
+        upper = tiles.upper_bounds(centre[0])
+        likely = tiles.pixels(np.argsort(-upper, kind="stable")[:first_tiles])
+        bound = refine_scores(flat_heat[likely], flat_tags[likely], centre).max()
+        reachable = np.flatnonzero(upper >= bound)
+        if reachable.size > upper.size // 4:  # most of the map: scoring it whole is cheaper than gathering
+            best.append(refine_scores(flat_heat, flat_tags, centre)[0].argmax())
+            continue
+        pixels = tiles.pixels(reachable)
+        best.append(pixels[refine_scores(flat_heat[pixels], flat_tags[pixels], centre)[0].argmax()])
+    return np.array(best, np.int64)
+
+
+def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.ndarray:
+    """Fill each person's missing joints from the whole map, guided by the person's mean tag.
+
+    For a missing (person, joint) pair the new position maximises ``heatmap − round(‖tag − mean tag‖)``
+    over the map (first pixel in row-major order on ties; ``best_refine_pixels``): a pixel whose tag is
+    within half a unit of the person's competes on heatmap value alone, one a unit away pays 1.  The
+    position gets +0.5 and the quarter-pixel shift; it is used only if the heatmap value there is
+    > 0.  Detected joints are left alone.  ``heatmaps (K, H, W)``, ``tags (K, H, W, T)``.
+    """
+    joints = joints.copy()
+    width = heatmaps.shape[2]
+    missing = joints[..., 2] == 0
+    if not missing.any():
+        return joints
+    centres = mean_tags(joints)
+    person, joint = np.nonzero(missing.T)[::-1]  # grouped by joint
+    pixel = np.concatenate([best_refine_pixels(heatmaps[k], tags[k], centres[person[joint == k]])
+                            for k in np.unique(joint)])
+    y, x = np.divmod(pixel, width)
+    value = heatmaps[joint, y, x]
+    dx, dy = quarter_offsets(heatmaps, joint, x, y)
+    fill = value > 0
+    person, joint = person[fill], joint[fill]
+    joints[person, joint, 0] = (x + 0.5 + dx)[fill]
+    joints[person, joint, 1] = (y + 0.5 + dy)[fill]
+    joints[person, joint, 2] = value[fill]
+    return joints
+
+
+def _as_numpy(maps: torch.Tensor | np.ndarray) -> np.ndarray:
+    return maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+
+
+def _degenerate(heatmaps: np.ndarray) -> str | None:
+    """What is wrong with maps no network should produce (one pass over the maps when nothing is)."""
+    peak = heatmaps.max()
+    if not np.isfinite(peak):
+        return "non-finite values"
+    if peak == 0 and heatmaps.min() == 0:
+        return "only zeros"
+    return None
+
+
+def group(heatmaps: torch.Tensor | np.ndarray, tags: torch.Tensor | np.ndarray,
+          test: TestConfig) -> list[GroupedImage]:
+    """Group a batch: ``heatmaps (N, K, H, W)`` and ``tags (N, K, H, W, T)`` -> one ``GroupedImage`` each.
+
+    Images whose heatmaps are not finite, or all zero (an untrained or broken network), give no people
+    and a warning; an image without any candidate above the threshold simply gives no people.
+    """
+    heatmaps, tags = _as_numpy(heatmaps), _as_numpy(tags)
+    num_joints, tag_dim = heatmaps.shape[1], tags.shape[-1]
+    candidates = top_candidates(heatmaps, tags, test.max_people, test.nms_kernel, test.detection_threshold)
+    results = []
+    for i in range(len(heatmaps)):
+        problem = _degenerate(heatmaps[i])
+        if problem:
+            warnings.warn(f"image {i} of the batch: heatmaps contain {problem}; no people returned",
+                          RuntimeWarning, stacklevel=2)
+            joints = np.zeros((0, num_joints, 3 + tag_dim), np.float32)
+        else:
+            joints = match_by_tag(candidates.values[i], candidates.xy[i], candidates.tags[i], test)
+        if test.adjust:
+            joints = adjust(joints, heatmaps[i])
+        scores = person_scores(joints)
+        if test.refine and len(joints):
+            joints = refine(joints, heatmaps[i], tags[i])
+        results.append(GroupedImage(joints, scores))
+    return results
