@@ -235,3 +235,229 @@ def plot_predictions(images: list[np.ndarray], poses: list[np.ndarray], titles: 
             ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Book figures: network diagram, heatmap overlays, tag embeddings, grouping stages, ablation bars.
+
+
+def denormalize(image: Any, mean: Any, std: Any) -> np.ndarray:
+    """A normalised ``(3, H, W)`` float image (tensor or array) back to RGB uint8 ``(H, W, 3)``."""
+    arr = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, np.float32)
+    rgb = arr.transpose(1, 2, 0) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+    return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_heatmaps(ax: "Axes", image: np.ndarray, heatmaps: np.ndarray, alpha: float = 0.65,
+                     cmap: str = "magma", title: str | None = None) -> "Axes":
+    """The maximum over joints of ``heatmaps (K, h, w)`` (or one map ``(h, w)``), stretched over the image.
+
+    The map is drawn with ``extent`` covering the image, so a map of any stride lines up with it without
+    resampling: one heatmap pixel shows as one block.
+    """
+    heat = np.asarray(heatmaps, np.float32)
+    heat = heat.max(axis=0) if heat.ndim == 3 else heat
+    height, width = image.shape[:2]
+    ax.imshow(image, extent=(0, width, height, 0))
+    ax.imshow(np.ma.masked_less(heat, 0.02), cmap=cmap, alpha=alpha, vmin=0, vmax=max(1e-6, float(heat.max())),
+              extent=(0, width, height, 0), interpolation="nearest")
+    ax.set(xlim=(0, width), ylim=(height, 0))
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_training_sample(sample: Mapping[str, Any], mean: Any, std: Any) -> "Figure":
+    """One ``CocoKeypoints`` training sample: the augmented input, then per output resolution the
+    heatmaps (max over joints) and the loss mask (ignored pixels hatched in red)."""
+    import matplotlib.pyplot as plt
+
+    image = denormalize(sample["image"], mean, std)
+    res = len(sample["heatmaps"])
+    fig, axes = plt.subplots(1, 1 + 2 * res, figsize=(3.1 * (1 + 2 * res), 3.3))
+    axes[0].imshow(image)
+    axes[0].set_title(f"augmented input {image.shape[1]}×{image.shape[0]}", fontsize=9)
+    axes[0].axis("off")
+    for i, (heat, mask) in enumerate(zip(sample["heatmaps"], sample["masks"])):
+        heat, mask = np.asarray(heat), np.asarray(mask)
+        size = heat.shape[-1]
+        overlay_heatmaps(axes[1 + 2 * i], image, heat, title=f"targets {size}×{size} (stride {image.shape[0] // size})")
+        ax = axes[2 + 2 * i]
+        small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        ax.imshow(small, extent=(0, size, size, 0))
+        ax.imshow(np.ma.masked_greater(mask, 0.5), cmap="Reds", vmin=-1, vmax=1, alpha=0.75,
+                  extent=(0, size, size, 0), interpolation="nearest")
+        ax.set_title(f"loss mask {size}×{size}: {int((mask < 0.5).sum())} px ignored", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def _architecture_columns(model: Any, input_hw: tuple[int, int]) -> tuple[list[dict], dict[int, float]]:
+    """Walk a ``HigherHRNet``: one dict per drawn column (boxes per branch), and the stride of each
+    branch level measured by a forward pass with hooks (so the labels are the model's own shapes)."""
+    import torch
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if name.startswith("stage") and name.count(".") == 1 or name in ("layer1", "conv2"):
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o, name=name: shapes.__setitem__(name, [tuple(t.shape) for t in (o if isinstance(o, list) else [o])])))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        outputs = model(torch.zeros(1, 3, *input_hw))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    strides: dict[int, float] = {}
+    columns: list[dict] = [
+        {"kind": "stem", "boxes": {0: f"stem\n2× conv s2\n{model.cfg.stem_channels} ch"}},
+        {"kind": "layer1", "boxes": {0: f"layer1\n{len(model.layer1)}× Bottleneck\n{shapes['layer1'][0][1]} ch"}},
+    ]
+    for stage in (2, 3, 4):
+        for m, module in enumerate(getattr(model, f"stage{stage}")):
+            outs = shapes[f"stage{stage}.{m}"]
+            boxes = {}
+            for b, branch in enumerate(module.branches):
+                channels = branch[0].conv1.out_channels
+                boxes[b] = f"{channels} ch\n{len(branch)}× Basic"
+            for b, shape in enumerate(outs):
+                strides[b] = input_hw[0] / shape[2]
+            fused = len(module.fuse_layers) if module.fuse_layers is not None else len(module.branches)
+            columns.append({"kind": "module", "stage": stage, "module": m, "boxes": boxes, "fused": fused})
+    head = {"kind": "head", "boxes": {}}
+    head["boxes"][0] = f"final_layers.0\n1×1 conv → {model.final_layers[0].out_channels} ch"
+    columns.append(head)
+    for i, deconv in enumerate(model.deconv_layers):
+        level = -(i + 1)
+        up = deconv[0][0]
+        columns.append({"kind": "deconv", "boxes": {level: f"deconv {up.kernel_size[0]}×{up.kernel_size[0]} s2\n"
+                                                            f"{up.in_channels}→{up.out_channels} ch\n{len(deconv) - 1}× Basic"}})
+        columns.append({"kind": "final", "boxes": {level: f"final_layers.{i + 1}\n1×1 conv → "
+                                                           f"{model.final_layers[i + 1].out_channels} ch"}})
+    for i, out in enumerate(outputs):
+        strides[-i] = input_hw[0] / out.shape[2]
+    return columns, strides
+
+
+def plot_hrnet_architecture(model: Any, input_hw: tuple[int, int] = (128, 128), title: str = "") -> "Figure":
+    """HRNet + HigherHRNet head drawn from the model's own modules.
+
+    Rows are resolutions (measured strides on the left), columns are the stem, ``layer1``, every
+    multi-resolution module of stages 2-4 and the head.  Grey lines between consecutive modules are the
+    all-to-all fusions (``fuse_layers``); red arrows are transitions that open a new, lower branch;
+    the last stage-4 module fuses into the highest-resolution branch only.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    columns, strides = _architecture_columns(model, input_hw)
+    levels = sorted({lvl for c in columns for lvl in c["boxes"]})
+    fig, ax = plt.subplots(figsize=(1.05 * len(columns) + 1.5, 1.05 * len(levels) + 0.8))
+    stage_colour = {2: "#cfe3f5", 3: "#d7efd2", 4: "#f8e0c4"}
+    colour = {"stem": "#e6e6e6", "layer1": "#e6e6e6", "head": "#f6d2d9", "deconv": "#f6d2d9", "final": "#f6d2d9"}
+    prev: dict | None = None
+    for x, col in enumerate(columns):
+        fill = stage_colour.get(col.get("stage"), colour.get(col["kind"], "#eeeeee"))
+        for lvl, label in col["boxes"].items():
+            y = -lvl
+            ax.add_patch(FancyBboxPatch((x - 0.42, y - 0.33), 0.84, 0.66, boxstyle="round,pad=0.02",
+                                        fc=fill, ec="0.3", lw=0.8))
+            ax.text(x, y, label, ha="center", va="center", fontsize=6.2)
+        if prev is not None:
+            if col["kind"] in ("module", "head"):
+                # fusion lines: every branch of a module into each branch it fuses into
+                dst_levels = [lvl for lvl in col["boxes"] if lvl in prev["boxes"]]
+                sources = list(prev["boxes"]) if prev["kind"] == "module" else [max(prev["boxes"])]
+                if prev["kind"] == "module":
+                    dst_levels = dst_levels[: prev.get("fused", len(dst_levels))]
+                for s in sources:
+                    for d in dst_levels:
+                        ax.plot([x - 1 + 0.42, x - 0.42], [-s, -d], color="0.55", lw=0.6, alpha=0.8, zorder=0)
+                for new in (lvl for lvl in col["boxes"] if lvl not in prev["boxes"]):
+                    low = max(lvl for lvl in prev["boxes"])
+                    ax.annotate("", xy=(x - 0.42, -new), xytext=(x - 1 + 0.42, -low),
+                                arrowprops=dict(arrowstyle="->", color="#c0392b", lw=1.0))
+            else:
+                s, d = min(prev["boxes"]), min(col["boxes"])
+                ax.annotate("", xy=(x - 0.42, -d), xytext=(x - 1 + 0.42, -s),
+                            arrowprops=dict(arrowstyle="->", color="0.2", lw=1.0))
+        prev = col
+    for lvl in levels:
+        stride = strides.get(lvl)
+        if stride:
+            ax.text(-0.75, -lvl, f"1/{stride:g}", ha="right", va="center", fontsize=9, weight="bold")
+    stage_spans: dict[int, list[int]] = {}
+    for x, col in enumerate(columns):
+        if "stage" in col:
+            stage_spans.setdefault(col["stage"], []).append(x)
+    for stage, xs in stage_spans.items():
+        ax.text((xs[0] + xs[-1]) / 2, -max(levels) - 0.62, f"stage {stage} ({len(xs)} module{'s' * (len(xs) > 1)})",
+                ha="center", va="top", fontsize=8)
+    ax.set_xlim(-1.4, len(columns) - 0.4)
+    ax.set_ylim(-max(levels) - 0.95, -min(levels) + 0.5)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tag_embedding(person_tags: list[np.ndarray], labels: list[str] | None = None,
+                       ax: "Axes | None" = None, title: str = "") -> "Axes":
+    """The 1-D associative embedding of people: each row a person, each dot one joint's tag, the
+    bar that person's mean tag; on the bottom row everything on one number line, as grouping sees it."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.45 * len(person_tags) + 1.4))
+    cmap = plt.get_cmap("tab10" if len(person_tags) <= 10 else "tab20")
+    bottom = -1
+    for p, tags in enumerate(person_tags):
+        tags = np.asarray(tags, np.float64).ravel()
+        if tags.size == 0:
+            continue
+        c = cmap(p % cmap.N)
+        ax.scatter(tags, np.full(tags.size, p), s=14, color=c, zorder=3)
+        ax.plot([tags.mean()] * 2, [p - 0.35, p + 0.35], color=c, lw=2)
+        ax.scatter(tags, np.full(tags.size, bottom), s=14, color=c, alpha=0.7, zorder=3)
+    ax.axhline(bottom + 0.5, color="0.7", lw=0.8)
+    names = labels or [f"person {p}" for p in range(len(person_tags))]
+    ax.set_yticks([bottom, *range(len(person_tags))], ["all together", *names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("tag value")
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_ablation(rows: list[Mapping[str, Any]], metrics: tuple[str, ...] = ("AP", "AP_M", "AP_L"),
+                  title: str = "", published: Mapping[str, float] | None = None) -> "Figure":
+    """Grouped bars of COCO metrics (in percent) per evaluation, with ± one standard deviation over seeds
+    where a row has ``<metric>_std``; ``published`` AP values (if given) are drawn as black ticks."""
+    import matplotlib.pyplot as plt
+
+    names = [r["evaluation"] for r in rows]
+    fig, ax = plt.subplots(figsize=(1.3 * len(rows) * len(metrics) / 2 + 2.5, 3.0))
+    width = 0.8 / len(metrics)
+    x = np.arange(len(rows))
+    for j, metric in enumerate(metrics):
+        values = np.array([100 * (r.get(metric) or 0.0) for r in rows])
+        errors = np.array([100 * (r.get(f"{metric}_std") or 0.0) for r in rows])
+        ax.bar(x + (j - (len(metrics) - 1) / 2) * width, values, width, yerr=errors if errors.any() else None,
+               capsize=3, label=metric)
+    if published:
+        for i, name in enumerate(names):
+            if name in published:
+                ax.plot([i - 0.45, i + 0.45], [100 * published[name]] * 2, color="k", lw=1.5)
+    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("COCO metric (%)")
+    ax.legend(fontsize=8, ncol=len(metrics))
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

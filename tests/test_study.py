@@ -1,0 +1,103 @@
+"""The study: published configs in the `paper` profile, the smoke profile end to end, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from conftest import REPO
+from hhrnet.config import preset
+from hhrnet.study import Study, StudyError, run_study
+
+EXPERIMENTS = REPO / "experiments"
+
+
+@pytest.fixture
+def experiments(tmp_path, monkeypatch):
+    """A copy of the study definition and notebooks, so runs don't touch the repository."""
+    target = tmp_path / "experiments"
+    target.mkdir()
+    for name in ("rows.yaml", "train.ipynb", "evaluate.ipynb"):
+        shutil.copy(EXPERIMENTS / name, target / name)
+    monkeypatch.delenv("HHRNET_CACHE", raising=False)
+    return target
+
+
+@pytest.mark.parametrize("row,width,size,batch", [("w32_512", 32, 512, 24), ("w32_640", 32, 640, 16),
+                                                   ("w48_512", 48, 512, 16)])
+def test_paper_profile_is_the_published_configuration(row, width, size, batch):
+    """Field by field: the `paper` profile trains and tests exactly the mmpose 0.x configs."""
+    study = Study.load(EXPERIMENTS)
+    cfg = study.training_config(row, "paper")
+    assert cfg.override(name=row) == preset(row)
+    m, d, loss, t, test = cfg.model, cfg.data, cfg.loss, cfg.train, cfg.test
+    assert (m.width, cfg.input_size, m.num_deconvs, m.num_basic_blocks, m.cat_output, m.with_ae_loss) == \
+        (width, size, 1, 4, True, (True, False))
+    assert (m.stage_modules, m.blocks_per_branch, m.tag_per_joint) == ((1, 4, 3), 4, True)
+    assert (d.sigma, d.scale_aware_sigma, d.max_people, d.max_rotation, d.min_scale, d.max_scale,
+            d.scale_type, d.max_translate, d.flip_prob) == (2.0, False, 30, 30.0, 0.75, 1.5, "short", 40.0, 0.5)
+    assert (loss.ae_type, loss.with_heatmaps_loss, loss.heatmaps_loss_factor, loss.push_loss_factor,
+            loss.pull_loss_factor) == ("exp", (True, True), (1.0, 1.0), (0.001, 0.001), (0.001, 0.001))
+    assert (t.schedule, t.base_lr, t.epochs, t.lr_steps, t.lr_gamma, t.batch_size, t.amp) == \
+        ("mmpose", 1.5e-3, 300, (200, 260), 0.1, batch, "auto")
+    assert t.lr_at(0, 1000) == pytest.approx(1.5e-6) and t.lr_at(500, 1000) == pytest.approx(1.5e-3)
+    assert (t.data_root, t.train_split, t.val_split) == ("data/coco", "train2017", "val2017")
+    assert (test.flip_test, test.scales, test.project2image, test.align_corners, test.nms_kernel,
+            test.max_people, test.detection_threshold, test.tag_threshold, test.use_detection_val,
+            test.ignore_too_much, test.adjust, test.refine) == \
+        (True, (1.0,), True, False, 5, 30, 0.1, 1.0, True, False, True, True)
+    multi = study.evaluation_config(f"{row}_ms", "paper")
+    assert multi.test.scales == (2.0, 1.0, 0.5) and multi.model == cfg.model
+
+
+def test_published_rows_name_real_evaluations():
+    study = Study.load(EXPERIMENTS)
+    for source in study.spec["published"].values():
+        assert source["source"] and source["url"]
+        for row in source["rows"]:
+            assert row["evaluation"] in study.spec["evaluations"]
+            assert 0.6 < row["AP"] < 0.75
+
+
+def test_profiles_scale_every_training():
+    study = Study.load(EXPERIMENTS)
+    for name in study.spec["trainings"]:
+        paper = study.training_config(name, "paper")
+        for profile in ("smoke", "default", "cpu"):
+            cfg = study.training_config(name, profile)
+            assert cfg.input_size % 32 == 0 and cfg.input_size < paper.input_size
+            assert cfg.model.width < paper.model.width
+            assert cfg.model.num_deconvs == paper.model.num_deconvs and cfg.loss == paper.loss
+
+
+@pytest.mark.slow
+def test_smoke_profile_end_to_end(experiments):
+    """Every training and evaluation executes; metrics files are complete; a re-run runs nothing."""
+    summary = run_study(experiments, "smoke", log=lambda *_: None)
+    spec = yaml.safe_load((experiments / "rows.yaml").read_text())
+    results = experiments / "results" / "smoke"
+    for name in spec["evaluations"]:
+        metrics = json.loads((results / "eval" / name / "seed0" / "metrics.json").read_text())
+        for key in ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "parameters", "gflops", "train_seconds",
+                    "seed", "git_commit", "config", "stamp"):
+            assert key in metrics, (name, key)
+        assert 0.0 <= metrics["AP"] <= 1.0
+        assert (results / "eval" / name / "seed0" / "evaluate.ipynb").exists()
+    for name in spec["trainings"]:
+        assert (results / "train" / name / "seed0" / "loss.png").exists()
+    assert len(summary.read_text().splitlines()) == 1 + len(spec["evaluations"])
+    messages = []
+    run_study(experiments, "smoke", log=messages.append)
+    assert "0 to run" in messages[0]
+
+
+def test_failing_notebook_names_run_and_cell(experiments):
+    spec = yaml.safe_load((experiments / "rows.yaml").read_text())
+    spec["profiles"]["paper"]["data"]["coco"]["root"] = str(experiments / "no_such_coco")
+    (experiments / "rows.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(StudyError, match=r"train/w32_512/seed0 failed in cell \d+ \(DatasetError"):
+        run_study(experiments, "paper", only=["train/w32_512/"], log=lambda *_: None)
+    assert not (experiments / "results" / "paper" / "train" / "w32_512" / "seed0" / "metrics.json").exists()
