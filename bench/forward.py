@@ -9,26 +9,15 @@ to the plain eager path (``torch.inference_mode`` in every case).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from hhrnet.config import preset
-from hhrnet.model import HigherHRNet, fuse_for_inference
+from hhrnet.model import fuse_for_inference
+
+from common import median_seconds, realistic_random_model
 
 SIZES = {"w32_512": ("w32_512", {}), "w16_256 (cpu study)": ("w32_512", {"input_size": 256, "model.width": 16})}
-
-
-def median_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
-    times = []
-    with torch.inference_mode():
-        model(x)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -40,8 +29,7 @@ def main() -> None:
     print(f"{'model':22s} {'path':24s} {'s/forward':>10s} {'images/s':>9s} {'ratio':>6s}")
     for label, (name, changes) in SIZES.items():
         cfg = preset(name).override(**changes)
-        torch.manual_seed(0)
-        plain = HigherHRNet(cfg.model).eval()
+        plain, _ = realistic_random_model(cfg)
         fused = fuse_for_inference(plain)
         x = torch.randn(args.batch, 3, cfg.input_size, cfg.input_size)
         paths = {
@@ -52,7 +40,8 @@ def main() -> None:
         }
         base = None
         for path, (model, inp) in paths.items():
-            t = median_seconds(model, inp, args.repeats)
+            with torch.inference_mode():
+                t = median_seconds(lambda: model(inp), args.repeats)
             base = base or t
             print(f"{label:22s} {path:24s} {t:10.3f} {args.batch / t:9.2f} {base / t:6.2f}")
 

@@ -13,14 +13,14 @@ the 30 candidates x 17 joints of the top-k.  Prints per-stage medians, the whole
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 
 from hhrnet.config import TestConfig
 from hhrnet.grouping import adjust, group, match_by_tag, person_scores, refine, top_candidates
+
+from common import median_seconds, realistic_random_model
 
 HEIGHT, WIDTH, JOINTS, CELL = 512, 768, 17, 85
 
@@ -54,15 +54,6 @@ def scene(people: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return heatmaps[None], tags[None]
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,7 +65,6 @@ def main() -> None:
 
     forward = None
     if not args.no_forward:
-        from inference import realistic_random_model  # bench/inference.py
 
         model, _ = realistic_random_model()
         x = torch.randn(1, 3, HEIGHT, WIDTH)

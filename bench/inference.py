@@ -13,41 +13,15 @@ printed beside each row, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
 import torch
 
-from hhrnet.config import Config, TestConfig, preset
+from hhrnet.config import TestConfig
 from hhrnet.inference import Predictor
-from hhrnet.model import HigherHRNet
 
-
-def realistic_random_model(seed: int = 0) -> tuple[HigherHRNet, Config]:
-    """W32-512 with He-initialised convolutions and BatchNorm statistics calibrated on one random
-    batch (momentum 1), then in eval mode: activations of order one, like a trained network."""
-    torch.manual_seed(seed)
-    cfg = preset("w32_512")
-    model = HigherHRNet(cfg.model)
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        elif isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = 1.0
-    with torch.no_grad():
-        model.train()(torch.randn(2, 3, 256, 256))
-    return model.eval(), cfg
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from common import median_seconds, realistic_random_model
 
 
 def main() -> None:

@@ -74,6 +74,51 @@ def cmd_synth(args: argparse.Namespace) -> None:
     print(f"synthetic COCO keypoints dataset in {dataset.root}")
 
 
+def test_config_from_args(args: argparse.Namespace):
+    from .config import TestConfig
+
+    return TestConfig(flip_test=not args.no_flip, scales=(2.0, 1.0, 0.5) if args.multi_scale else (1.0,))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    """Poses for image files: ``predictions.json`` and one drawn image per input in ``--out``."""
+    import cv2
+
+    from .data.coco import read_rgb_image
+    from .inference import Predictor, predict_files
+    from .viz import draw_poses
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, test=test_config_from_args(args), config=config_from_args(args))
+    target = predict_files(predictor, args.images, args.out, progress=not args.no_progress)
+    for record in json.loads(target.read_text()):
+        people = [p["keypoints"] for p in record["people"] if p["score"] >= args.min_score]
+        image = read_rgb_image(Path(record["file"]))
+        drawn = draw_poses(image, people) if people else image
+        cv2.imwrite(str(Path(args.out) / f"{Path(record['file']).stem}_poses.jpg"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+    print(f"wrote {target} and {len(args.images)} drawn image(s) in {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """COCO keypoint AP of a checkpoint on a COCO-format split; JSON + markdown summary in ``--out``."""
+    from .evaluation import metrics_markdown
+    from .inference import Predictor, evaluate_dataset
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, test=test_config_from_args(args), config=config_from_args(args),
+                                          batch_size=1)
+    paths = {"annotation_file": args.annotations, "image_dir": args.images} if args.annotations else \
+        {"root": args.data, "split": args.split}
+    metrics = evaluate_dataset(predictor, out_dir=args.out, progress=not args.no_progress, backend="auto", **paths)
+    print(metrics_markdown(metrics, title=f"{predictor.cfg.name}: {args.split or args.annotations}"))
+
+
+def add_test_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, type=Path, help="hhrnet, official or mmpose checkpoint")
+    p.add_argument("--multi-scale", action="store_true", help="test scales 2, 1, 0.5 (the published multi-scale rows)")
+    p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.add_argument("--no-progress", action="store_true")
+    add_config_options(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hhrnet", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -107,6 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("png", "jpg"), default="png")
     p.add_argument("--force", action="store_true", help="regenerate even if DIR holds this exact dataset")
     p.set_defaults(run=cmd_synth)
+
+    p = sub.add_parser("predict", help="poses for image files (JSON + drawn skeletons)")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--min-score", type=float, default=0.1, help="people drawn (all are in the JSON)")
+    add_test_options(p)
+    p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="COCO keypoint AP of a checkpoint on a COCO-format split")
+    p.add_argument("--data", type=Path, help="dataset root (ROOT/images/<split> or ROOT/<split> + ROOT/annotations)")
+    p.add_argument("--split", help="e.g. val2017 or val")
+    p.add_argument("--annotations", type=Path, help="explicit annotation file (with --images)")
+    p.add_argument("--images", type=Path, help="explicit image folder (with --annotations)")
+    p.add_argument("--out", type=Path, help="write results.json, metrics.json and metrics.md here")
+    add_test_options(p)
+    p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser("train", help="train a configuration (single process, or under torchrun for DDP)")
     add_config_options(p, required=True)

@@ -352,10 +352,11 @@ def accumulate_gradients(model: nn.Module, criterion: MultiResolutionLoss, micro
 
 def validate(model: nn.Module, cfg: Config) -> dict[str, float]:
     """COCO AP on the validation split with the test pipeline of ``cfg.test``."""
-    from .evaluation import evaluate_model  # the inference stack is only needed when validating
+    from .inference import Predictor, evaluate_dataset  # the inference stack is only needed when validating
 
-    return {f"val_{k}": v for k, v in evaluate_model(model, cfg, root=cfg.train.data_root,
-                                                     split=cfg.train.val_split).items()}
+    metrics = evaluate_dataset(Predictor(model, cfg), root=cfg.train.data_root, split=cfg.train.val_split,
+                               progress=False, backend="auto")
+    return {f"val_{k}": v for k, v in metrics.items() if k in ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR")}
 
 
 def _progress(total: int, done: int, enabled: bool):

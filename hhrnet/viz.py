@@ -156,8 +156,8 @@ def plot_person_heights(datasets: Mapping[str, str | Path | Mapping], bins: int 
     import matplotlib.pyplot as plt
 
     fig, (ax_h, ax_a) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for label, annotations in datasets.items():
-        people = [a for a in _load_coco(annotations)["annotations"] if not a.get("iscrowd")]
+    for label, source in datasets.items():
+        people = [a for a in _load_coco(source)["annotations"] if not a.get("iscrowd")]
         heights = np.array([a["bbox"][3] for a in people if a["num_keypoints"] > 0], float)
         sides = np.sqrt([a["area"] for a in people if a["num_keypoints"] > 0])
         if heights.size == 0:

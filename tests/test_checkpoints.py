@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO, golden_params
-from hhrnet.checkpoints import (CheckpointError, convert, export_onnx, infer_model_config, load_model,
+from hhrnet.checkpoints import (CheckpointError, infer_model_config, load_model,
                                 read_checkpoint, save_checkpoint)
 from hhrnet.config import ModelConfig, preset
 from hhrnet.model import HigherHRNet
