@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hhrnet.config import Config, TestConfig, preset
-from hhrnet.data.transforms import (affine_matrix, normalize_image, resize_align, test_input_size,
+from hhrnet.data.transforms import (affine_matrix, normalize_image, resize_align, input_size_at_scale,
                                     warp_points)
 from hhrnet.grouping import GroupedImage, group
 
@@ -228,8 +228,8 @@ class Predictor:
         image_hw = shape[:2]
         test, size = self.test, self.cfg.input_size
         min_scale = min(test.scales)
-        base_wh, _, _ = test_input_size(image_hw, size, 1.0, min_scale)
-        warps = [test_input_size(image_hw, size, s, min_scale) for s in test.scales]
+        base_wh, _, _ = input_size_at_scale(image_hw, size, 1.0, min_scale)
+        warps = [input_size_at_scale(image_hw, size, s, min_scale) for s in test.scales]
 
         def passes() -> Iterator[ScaleOutputs]:
             for s, (size_wh, center, scale_200) in zip(test.scales, warps):

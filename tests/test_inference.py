@@ -14,7 +14,7 @@ from pycocotools.coco import COCO
 from conftest import COCO_MINI, golden_params
 from hhrnet.checkpoints import save_checkpoint
 from hhrnet.config import COCO_FLIP_INDEX, Config, ModelConfig, TestConfig
-from hhrnet.data.transforms import affine_matrix, test_input_size, warp_points
+from hhrnet.data.transforms import affine_matrix, input_size_at_scale, warp_points
 from hhrnet.evaluation import coco_results, evaluate_coco
 from hhrnet.grouping import group, top_candidates
 from hhrnet.inference import (Poses, Predictor, ScaleOutputs, aggregate, evaluate_dataset, flip_back,
@@ -49,9 +49,9 @@ def golden_aggregate(g, test: TestConfig | None = None):
 def test_test_sizes_match_golden(path):
     g = np.load(path)
     hw, size, scales = tuple(g["image_hw"]), int(g["input_size"]), [float(s) for s in g["scales"]]
-    assert tuple(test_input_size(hw, size, 1.0, min(scales))[0]) == tuple(g["base_size_wh"])
+    assert tuple(input_size_at_scale(hw, size, 1.0, min(scales))[0]) == tuple(g["base_size_wh"])
     for k, s in enumerate(scales):
-        size_wh, center, scale = test_input_size(hw, size, s, min(scales))
+        size_wh, center, scale = input_size_at_scale(hw, size, s, min(scales))
         assert tuple(size_wh) == tuple(g[f"s{k}_size_wh"])
         np.testing.assert_allclose(center, g[f"s{k}_center"])
         np.testing.assert_allclose(scale, g[f"s{k}_scale"])
@@ -158,7 +158,7 @@ def perfect_outputs(annotations: list, image_hw: tuple[int, int], input_size: in
     background; each person gets a constant tag (its index) around its joints.  The mirrored pass
     is what the same network would see on the mirrored image.
     """
-    size_wh, center, scale_200 = test_input_size(image_hw, input_size, 1.0, 1.0)
+    size_wh, center, scale_200 = input_size_at_scale(image_hw, input_size, 1.0, 1.0)
     width, height = size_wh
     people = [a for a in annotations if a["num_keypoints"] > 0]
     joints = np.array([np.reshape(a["keypoints"], (17, 3)) for a in people], np.float64).reshape(-1, 17, 3)

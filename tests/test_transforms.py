@@ -11,20 +11,20 @@ from hypothesis import strategies as st
 from conftest import golden_params
 from hhrnet.config import COCO_FLIP_INDEX, DataConfig
 from hhrnet.data.transforms import (AugmentParams, affine_matrix, augment, draw_augmentation, flip_image,
-                                    flip_joints, normalize_image, resize_align, test_input_size, warp_points)
+                                    flip_joints, normalize_image, resize_align, input_size_at_scale, warp_points)
 
 
 @pytest.mark.parametrize("path", golden_params("inference*.npz"))
-def test_test_input_sizes_match_reference(path):
+def test_input_size_at_scales_match_reference(path):
     g = np.load(path)
     min_scale = float(g["scales"].min())
     for k, scale in enumerate(g["scales"]):
-        size_wh, center, scale_200 = test_input_size(tuple(g["image_hw"]), int(g["input_size"]), float(scale),
+        size_wh, center, scale_200 = input_size_at_scale(tuple(g["image_hw"]), int(g["input_size"]), float(scale),
                                                      min_scale)
         assert size_wh == tuple(g[f"s{k}_size_wh"])
         np.testing.assert_array_equal(center, g[f"s{k}_center"])
         np.testing.assert_allclose(scale_200, g[f"s{k}_scale"], rtol=1e-12)
-    assert test_input_size(tuple(g["image_hw"]), int(g["input_size"]), 1.0, min_scale)[0] == tuple(g["base_size_wh"])
+    assert input_size_at_scale(tuple(g["image_hw"]), int(g["input_size"]), 1.0, min_scale)[0] == tuple(g["base_size_wh"])
 
 
 @pytest.mark.parametrize("path", golden_params("inference*.npz"))
@@ -44,7 +44,7 @@ def test_affine_matrix_matches_an_independent_rotation_matrix():
 def test_resize_align_puts_the_image_centre_at_the_input_centre():
     image = np.zeros((427, 640, 3), np.uint8)
     image[209:219, 315:325] = 255  # a block around the centre (320, 214)
-    size_wh, center, scale = test_input_size(image.shape[:2], 128, 1.0, 1.0)
+    size_wh, center, scale = input_size_at_scale(image.shape[:2], 128, 1.0, 1.0)
     resized = resize_align(image, size_wh, center, scale)
     assert resized.shape == (size_wh[1], size_wh[0], 3)
     ys, xs = np.nonzero(resized[..., 0] > 128)

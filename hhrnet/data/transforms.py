@@ -154,7 +154,7 @@ def augment(image: np.ndarray, mask: np.ndarray, joints: np.ndarray, params: Aug
 # Test time
 
 
-def test_input_size(image_hw: tuple[int, int], input_size: int, scale: float,
+def input_size_at_scale(image_hw: tuple[int, int], input_size: int, scale: float,
                     min_scale: float) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
     """Network input ``(w, h)``, ``center`` and ``scale_200`` (x, y) for one test scale (reference).
 
@@ -181,7 +181,3 @@ def resize_align(image: np.ndarray, size_wh: tuple[int, int], center: ArrayLike,
     """Warp the image to ``size_wh`` for one test scale: bilinear, aspect kept, black padding."""
     matrix = affine_matrix(center, scale_200, size_wh)
     return cv2.warpAffine(image, matrix, (int(size_wh[0]), int(size_wh[1])), flags=cv2.INTER_LINEAR)
-
-
-# The name reads "input size at test time"; tell pytest it is not a test when a test module imports it.
-test_input_size.__test__ = False  # type: ignore[attr-defined]
