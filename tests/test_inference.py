@@ -13,8 +13,8 @@ from pycocotools.coco import COCO
 
 from conftest import COCO_MINI, golden_params
 from hhrnet.checkpoints import save_checkpoint
-from hhrnet.config import COCO_FLIP_INDEX, Config, ModelConfig, TestConfig
-from hhrnet.data.transforms import affine_matrix, input_size_at_scale, warp_points
+from hhrnet.config import COCO_FLIP_INDEX, Config, ModelConfig, TestConfig, model_config_from_official
+from hhrnet.data.transforms import affine_matrix, input_size_at_scale, normalize_image, resize_align, warp_points
 from hhrnet.evaluation import coco_results, evaluate_coco
 from hhrnet.grouping import group, top_candidates
 from hhrnet.inference import (Poses, Predictor, ScaleOutputs, aggregate, evaluate_dataset, flip_back,
@@ -267,3 +267,29 @@ def test_predict_files_and_evaluate_dataset(tiny_predictor, tmp_path):
     assert metrics["images"] == 3 and 0.0 <= metrics["AP"] <= 1.0
     assert (tmp_path / "metrics.md").read_text().startswith("### tiny")
     assert json.loads((tmp_path / "metrics.json").read_text())["images"] == 3
+
+
+@pytest.mark.parametrize("path", golden_params("model_tiny*.npz"))
+def test_fast_predictor_network_pass_equals_plain(path):
+    """BN folding + channels_last + flip as one batch of 2N: the network outputs of both passes equal
+    the plain eager model's (two separate passes) within 1e-4, on the goldens' tiny model."""
+    spec = json.loads(path.with_suffix(".json").read_text())
+    golden = np.load(path)
+    model = HigherHRNet(model_config_from_official(spec))
+    model.load_state_dict({k: torch.from_numpy(golden[f"state_dict/{k}"]) for k in spec["keys"]})
+    cfg = Config(name="tiny_golden", input_size=128, model=model.cfg)
+    image = np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8)
+    size_wh, center, scale_200 = input_size_at_scale(image.shape[:2], cfg.input_size, 1.0, 1.0)
+    fast = Predictor(model, cfg, fast=True)
+    assert fast.memory_format == torch.channels_last
+    with torch.inference_mode():
+        got = fast.run_network([image, image], 1.0, size_wh, center, scale_200)
+        plain = model.eval()
+        warped = normalize_image(resize_align(image, size_wh, center, scale_200), cfg.data.mean, cfg.data.std)
+        x = torch.from_numpy(np.stack([warped, warped]))
+        expected, expected_flip = plain(x), plain(torch.flip(x, dims=[3]))
+    for a, b in zip(got.outputs, expected):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, rtol=0)
+    for a, b in zip(got.flipped, expected_flip):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, rtol=0)
+
