@@ -103,8 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import metrics_markdown
     from .inference import Predictor, evaluate_dataset
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, test=test_config_from_args(args), config=config_from_args(args),
-                                          batch_size=1)
+    predictor = Predictor.from_checkpoint(args.checkpoint, test=test_config_from_args(args), config=config_from_args(args))
     paths = {"annotation_file": args.annotations, "image_dir": args.images} if args.annotations else \
         {"root": args.data, "split": args.split}
     metrics = evaluate_dataset(predictor, out_dir=args.out, progress=not args.no_progress, backend="auto", **paths)

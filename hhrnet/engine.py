@@ -105,8 +105,7 @@ class SkipSampler(Sampler[int]):
         return max(len(self.sampler) - self.skip, 0)  # type: ignore[arg-type]
 
 
-def shard_loaders(dataset: CocoKeypoints, cfg: Config, rt: Runtime, epoch: int, skip_batches: int,
-                  device: torch.device) -> list[DataLoader]:
+def shard_loaders(dataset: CocoKeypoints, cfg: Config, rt: Runtime, epoch: int, skip_batches: int) -> list[DataLoader]:
     """One DataLoader per accumulation step, each over a ``DistributedSampler`` shard.
 
     Shard ``a · world + rank`` of ``world × accumulate`` feeds accumulation step ``a`` of process
@@ -121,7 +120,7 @@ def shard_loaders(dataset: CocoKeypoints, cfg: Config, rt: Runtime, epoch: int, 
         sampler.set_epoch(epoch)
         loaders.append(DataLoader(
             dataset, batch_size=t.batch_size, sampler=SkipSampler(sampler, skip_batches * t.batch_size),
-            num_workers=t.workers, drop_last=True, pin_memory=device.type == "cuda",
+            num_workers=t.workers, drop_last=True, pin_memory=rt.device.type == "cuda",
             persistent_workers=False,
         ))
     return loaders
@@ -286,7 +285,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
     window = (iteration, time.perf_counter())
     while iteration < total:
         dataset.set_epoch(epoch)
-        loaders = shard_loaders(dataset, cfg, rt, epoch, iteration - epoch * per_epoch, rt.device)
+        loaders = shard_loaders(dataset, cfg, rt, epoch, iteration - epoch * per_epoch)
         for micro_batches in zip(*loaders):
             lr = cfg.train.lr_at(iteration, per_epoch)
             for group in optimizer.param_groups:
