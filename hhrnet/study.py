@@ -113,7 +113,8 @@ class Study:
         data = self.profile(profile)["data"]
         if "synthetic" in data:
             syn = data["synthetic"]
-            root = self.cache / "data" / f"synthetic_{syn['size']}_{syn['train']}_{syn['val']}_seed{syn['seed']}"
+            scene = hashlib.sha1(json.dumps(syn.get("scene", {}), sort_keys=True).encode()).hexdigest()[:8]
+            root = self.cache / "data" / f"synthetic_{syn['size']}_{syn['train']}_{syn['val']}_seed{syn['seed']}_{scene}"
             return {"data_root": str(root), "train_split": "train", "val_split": "val", "synthetic": syn}
         coco = data["coco"]
         return {"data_root": coco["root"], "train_split": coco["train_split"], "val_split": coco["val_split"]}
@@ -225,12 +226,23 @@ def ensure_data(study: Study, profile: str, log=print) -> None:
     syn = study.data_spec(profile).get("synthetic")
     if syn is None:
         return
-    from .data.synthetic import generate
-
     root = Path(study.data_spec(profile)["data_root"])
     start = time.perf_counter()
-    generate(out_dir=root, n_train=syn["train"], n_val=syn["val"], size=syn["size"], seed=syn["seed"])
+    generate_synthetic(root, syn)
     log(f"data: {root} ready ({time.perf_counter() - start:.1f} s)")
+
+
+def generate_synthetic(root: str | Path, syn: dict[str, Any]) -> None:
+    """Generate (or find cached) a profile's synthetic set: sizes and seed, plus ``scene`` knobs."""
+    from .data.synthetic import SyntheticConfig, generate
+
+    scene = {k: tuple(v) if isinstance(v, list) else v for k, v in syn.get("scene", {}).items()}
+    try:
+        config = SyntheticConfig(**scene)
+    except (TypeError, ValueError) as err:
+        raise StudyError(f"data.synthetic.scene in experiments/rows.yaml: {err}") from None
+    generate(out_dir=root, n_train=syn["train"], n_val=syn["val"], size=syn["size"], seed=syn["seed"],
+             config=config)
 
 
 def execute(study: Study, profile: str, run: Run, code: str) -> None:
@@ -282,10 +294,7 @@ def train_for_study(cfg: Config, checkpoint_dir: str | Path, synthetic: dict[str
     from .engine import CHECKPOINT, read_metrics, train
 
     if synthetic is not None:
-        from .data.synthetic import generate
-
-        generate(out_dir=cfg.train.data_root, n_train=synthetic["train"], n_val=synthetic["val"],
-                 size=synthetic["size"], seed=synthetic["seed"])
+        generate_synthetic(cfg.train.data_root, synthetic)
     checkpoint_dir = Path(checkpoint_dir)
     resume = (checkpoint_dir / CHECKPOINT).exists()
     start = time.perf_counter()
