@@ -51,7 +51,8 @@ def scene(people: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
             if rng.random() < 0.85:
                 x, y = cx + int(rng.integers(-35, 35)), cy + int(rng.integers(-35, 35))
                 paint_peak(heatmaps, joint, x, y, rng.uniform(0.3, 0.9))
-    return heatmaps[None], tags[None]
+    planes = np.ascontiguousarray(np.moveaxis(tags, -1, 1))  # (K, T, H, W) in memory, as ``aggregate`` returns
+    return heatmaps[None], np.moveaxis(planes, 1, -1)[None]
 
 
 

@@ -116,7 +116,8 @@ def top_candidates(heatmaps: np.ndarray, tags: np.ndarray, k: int, kernel: int =
     slot = (channel[keep], rank[keep])
     values[slot] = flat[peaks[keep]]
     xy[slot] = np.stack((pixel[keep] % width, pixel[keep] // width), axis=1)
-    picked[slot] = tags.reshape(n * num_joints, height * width, tag_dim)[channel[keep], pixel[keep]]
+    image, joint = np.divmod(channel[keep], num_joints)
+    picked[slot] = tags[image, joint, pixel[keep] // width, pixel[keep] % width]  # any memory layout
     return Candidates(values.reshape(n, num_joints, k), xy.reshape(n, num_joints, k, 2),
                       picked.reshape(n, num_joints, k, tag_dim))
 
@@ -268,39 +269,34 @@ def mean_tags(joints: np.ndarray) -> np.ndarray:
     return total / detected.sum(axis=1).astype(np.float32)[:, None]
 
 
-def refine_scores(heat: np.ndarray, tags: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """``heat − round(‖tag − centre‖)`` for pixels ``(n,)`` / ``(n, T)`` and centres ``(P, T)`` -> ``(P, n)``.
+def refine_scores(heat: np.ndarray, tag_planes: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """``heat − round(‖tag − centre‖)`` for a block of pixels: ``heat (...)``, ``tag_planes (T, ...)``, ``centre (T,)``.
 
     float32 and in the reference's operation order (squares summed one tag dimension after the
     other, as numpy sums a short axis), so rounding and ties come out identical.
     """
-    total = (tags[:, 0] - centres[:, 0, None]) ** 2
-    for dim in range(1, tags.shape[1]):
-        total += (tags[:, dim] - centres[:, dim, None]) ** 2
+    total = (tag_planes[0] - centre[0]) ** 2
+    for dim in range(1, len(centre)):
+        total += (tag_planes[dim] - centre[dim]) ** 2
     return heat - np.round(np.sqrt(total))
 
 
-def tile_reduce(maps: np.ndarray, size: int, op: np.ufunc) -> np.ndarray:
-    """``op``-reduce ``(H, W, ...)`` maps over ``size x size`` tiles -> ``(ceil(H/size), ceil(W/size), ...)``.
+def tile_reduce(planes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum and maximum of ``(C, H, W)`` planes over ``size x size`` tiles -> two ``(C, ny, nx)``.
 
-    Border tiles are completed by repeating the edge, which changes no minimum or maximum.  Rows are
-    combined first, then columns, each as ``size`` whole-array ufunc calls (much faster than a
-    reduction over a short strided axis).
+    Border tiles are completed by repeating the edge, which changes no minimum or maximum.  Each
+    plane is reduced through a ``(ny, size, nx, size)`` view: no copy when the plane is contiguous.
     """
-    height, width = maps.shape[:2]
+    channels, height, width = planes.shape
     ny, nx = -(-height // size), -(-width // size)
     if (ny * size, nx * size) != (height, width):
-        pad = ((0, ny * size - height), (0, nx * size - width)) + ((0, 0),) * (maps.ndim - 2)
-        maps = np.pad(maps, pad, mode="edge")
-    rows = maps.reshape(ny, size, nx * size, *maps.shape[2:])
-    acc = rows[:, 0].copy()
-    for i in range(1, size):
-        op(acc, rows[:, i], out=acc)
-    cols = acc.reshape(ny, nx, size, *maps.shape[2:])
-    out = cols[:, :, 0].copy()
-    for i in range(1, size):
-        op(out, cols[:, :, i], out=out)
-    return out
+        planes = np.pad(planes, ((0, 0), (0, ny * size - height), (0, nx * size - width)), mode="edge")
+    low, high = [], []
+    for plane in planes:
+        tiles = torch.from_numpy(np.ascontiguousarray(plane)).view(ny, size, nx, size)
+        low.append(tiles.amin(dim=(1, 3)).numpy())
+        high.append(tiles.amax(dim=(1, 3)).numpy())
+    return np.stack(low), np.stack(high)
 
 
 @dataclass
@@ -308,72 +304,55 @@ class TileSummary:
     """Per ``size x size`` tile of one joint's maps: the largest heatmap value and the tag range.
 
     They bound the refine score of every pixel in the tile from above (``max heat − round(distance
-    from the centre to the tag box)``); IEEE arithmetic is monotone, so the bound holds for the
-    float32 scores exactly, not just approximately.
+    from the centre to the tag box)``); IEEE arithmetic is monotone and the bound sums the squares in
+    the same order as ``refine_scores``, so it holds for the float32 scores exactly.
     """
 
     size: int
-    height: int
-    width: int
     heat_max: np.ndarray  # (ny, nx)
-    tag_low: np.ndarray  # (ny, nx, T)
-    tag_high: np.ndarray  # (ny, nx, T)
+    tag_low: np.ndarray  # (T, ny, nx)
+    tag_high: np.ndarray  # (T, ny, nx)
 
     @classmethod
-    def of(cls, heat: np.ndarray, tags: np.ndarray, size: int = 32) -> "TileSummary":
-        """Summaries of ``heat (H, W)`` and ``tags (H, W, T)`` (border tiles may be partial)."""
-        return cls(size, *heat.shape, tile_reduce(heat, size, np.maximum), tile_reduce(tags, size, np.minimum),
-                   tile_reduce(tags, size, np.maximum))
+    def of(cls, heat: np.ndarray, tag_planes: np.ndarray, size: int = 32) -> "TileSummary":
+        """Summaries of ``heat (H, W)`` and ``tag_planes (T, H, W)`` (border tiles may be partial)."""
+        heat_max = tile_reduce(heat[None], size)[1][0]
+        return cls(size, heat_max, *tile_reduce(tag_planes, size))
 
     def upper_bounds(self, centre: np.ndarray) -> np.ndarray:
-        """``(ny * nx,)`` largest refine score any pixel of each tile can reach for this centre."""
-        gap = np.maximum(np.maximum(self.tag_low - centre, centre - self.tag_high), 0)
-        return (self.heat_max - np.round(np.sqrt((gap**2).sum(axis=-1)))).reshape(-1)
-
-    def pixels(self, tiles: np.ndarray) -> np.ndarray:
-        """Flat pixel indices covered by the given tile numbers, in row-major order.
-
-        Ordered by (tile row, pixel row, tile column) per 16-pixel row segment, so only
-        ``tiles x size`` keys are sorted, not every pixel.
-        """
-        size = self.size
-        tile_row, tile_col = np.divmod(np.repeat(tiles, size), self.heat_max.shape[1])
-        offset = np.tile(np.arange(size), len(tiles))
-        order = np.lexsort((tile_col, offset, tile_row))
-        rows = (tile_row * size + offset)[order, None]
-        cols = (tile_col * size)[order, None] + np.arange(size)
-        return (rows * self.width + cols)[(rows < self.height) & (cols < self.width)]
+        """``(ny, nx)`` largest refine score any pixel of each tile can reach for this centre."""
+        gap = np.maximum(np.maximum(self.tag_low - centre[:, None, None], centre[:, None, None] - self.tag_high), 0)
+        return refine_scores(self.heat_max, gap, np.zeros_like(centre))
 
 
-def best_refine_pixels(heat: np.ndarray, tags: np.ndarray, centres: np.ndarray, first_tiles: int = 4) -> np.ndarray:
-    """Flat index of the pixel maximising ``refine_scores`` for each centre (first one on ties).
+def best_refine_pixel(heat: np.ndarray, tag_planes: np.ndarray, tiles: TileSummary, centre: np.ndarray) -> int:
+    """Flat index of the pixel maximising ``refine_scores`` over the map (the first one on ties).
 
-    ``heat (H, W)``, ``tags (H, W, T)``, ``centres (P, T)``.  Branch and bound over tiles: the
-    ``first_tiles`` tiles with the highest upper bound are scored exactly, which gives a lower bound
-    ``b`` on the best score; then every tile whose upper bound still reaches ``b`` is scored (the whole
-    map if that is most of it), and the winner is among them.  Same result as scoring the whole map.
+    Branch and bound over tiles: the tile with the highest upper bound is scored exactly, which gives
+    a lower bound ``b`` on the best score; every tile whose upper bound reaches ``b`` may hold the
+    winner, so the rectangle spanning them is scored (row-major order inside a rectangle is the map's,
+    so ``argmax`` keeps the reference's tie-breaking).  Same result as scoring the whole map.
     """
-    flat_heat, flat_tags = heat.reshape(-1), tags.reshape(heat.size, -1)
-    tiles = TileSummary.of(heat, tags)
-    best = []
-    for centre in centres[:, None]:
-        upper = tiles.upper_bounds(centre[0])
-        likely = tiles.pixels(np.argsort(-upper, kind="stable")[:first_tiles])
-        bound = refine_scores(flat_heat[likely], flat_tags[likely], centre).max()
-        reachable = np.flatnonzero(upper >= bound)
-        if reachable.size > upper.size // 4:  # most of the map: scoring it whole is cheaper than gathering
-            best.append(refine_scores(flat_heat, flat_tags, centre)[0].argmax())
-            continue
-        pixels = tiles.pixels(reachable)
-        best.append(pixels[refine_scores(flat_heat[pixels], flat_tags[pixels], centre)[0].argmax()])
-    return np.array(best, np.int64)
+    size, width = tiles.size, heat.shape[1]
+    upper = tiles.upper_bounds(centre)
+
+    def block(ty0: int, ty1: int, tx0: int, tx1: int) -> tuple[np.ndarray, int, int]:
+        rows, cols = slice(ty0 * size, ty1 * size), slice(tx0 * size, tx1 * size)
+        return refine_scores(heat[rows, cols], tag_planes[:, rows, cols], centre), ty0 * size, tx0 * size
+
+    ty, tx = np.unravel_index(np.argmax(upper), upper.shape)
+    bound = block(ty, ty + 1, tx, tx + 1)[0].max()
+    reach_y, reach_x = np.nonzero(upper >= bound)
+    scores, y0, x0 = block(reach_y.min(), reach_y.max() + 1, reach_x.min(), reach_x.max() + 1)
+    y, x = np.unravel_index(np.argmax(scores), scores.shape)
+    return int((y0 + y) * width + x0 + x)
 
 
 def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.ndarray:
     """Fill each person's missing joints from the whole map, guided by the person's mean tag.
 
     For a missing (person, joint) pair the new position maximises ``heatmap − round(‖tag − mean tag‖)``
-    over the map (first pixel in row-major order on ties; ``best_refine_pixels``): a pixel whose tag is
+    over the map (first pixel in row-major order on ties; ``best_refine_pixel``): a pixel whose tag is
     within half a unit of the person's competes on heatmap value alone, one a unit away pays 1.  The
     position gets +0.5 and the quarter-pixel shift; it is used only if the heatmap value there is
     > 0.  Detected joints are left alone.  ``heatmaps (K, H, W)``, ``tags (K, H, W, T)``.
@@ -385,8 +364,12 @@ def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.nda
         return joints
     centres = mean_tags(joints)
     person, joint = np.nonzero(missing.T)[::-1]  # grouped by joint
-    pixel = np.concatenate([best_refine_pixels(heatmaps[k], tags[k], centres[person[joint == k]])
-                            for k in np.unique(joint)])
+    pixel = np.empty(len(person), np.int64)
+    for k in np.unique(joint):
+        planes = np.moveaxis(tags[k], -1, 0)  # (T, H, W): contiguous for tags from ``aggregate``
+        tiles = TileSummary.of(heatmaps[k], planes)
+        for i in np.flatnonzero(joint == k):
+            pixel[i] = best_refine_pixel(heatmaps[k], planes, tiles, centres[person[i]])
     y, x = np.divmod(pixel, width)
     value = heatmaps[joint, y, x]
     dx, dy = quarter_offsets(heatmaps, joint, x, y)

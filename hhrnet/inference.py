@@ -127,7 +127,7 @@ def aggregate(scales: Iterable[ScaleOutputs], num_joints: int, flip_index: Seque
         heat_sum = heatmaps if heat_sum is None else heat_sum + heatmaps
         count += 1
         if item.scale == 1.0 or len(test.scales) == 1:
-            tags = torch.stack(tag_list, dim=4)
+            tags = torch.stack(tag_list, dim=2).movedim(2, -1)  # (N, K, T, H, W) in memory: refine reads planes
     if heat_sum is None or tags is None:
         raise ValueError(f"no outputs for scale 1 among the scales given (test.scales={test.scales})")
     tags = tags.expand(-1, num_joints, -1, -1, -1) if tags.shape[1] == 1 else tags

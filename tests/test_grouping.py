@@ -206,6 +206,8 @@ def test_refine_shortcut_equals_full_map_argmax(seed_shape, tag_spread, heat_off
             x, y = rng.integers(0, w), rng.integers(0, h)
             joints[person, joint] = (x + 0.75, y + 0.25, heat[joint, y, x] + 1, *tags[joint, y, x])
     out = refine(joints, heat, tags)
+    planes_in_memory = np.moveaxis(np.ascontiguousarray(np.moveaxis(tags, -1, 1)), 1, -1)  # as aggregate returns
+    np.testing.assert_array_equal(refine(joints, heat, planes_in_memory), out)
     for person, joint in zip(*np.nonzero(joints[..., 2] == 0)):
         centre = mean_tags(joints)[person]
         y, x = divmod(full_map_refine_pixel(heat[joint], tags[joint], centre), w)
