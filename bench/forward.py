@@ -1,6 +1,8 @@
 """Network forward speed on CPU: plain eager vs. BatchNorm folding vs. folding + channels_last.
 
-    python bench/forward.py [--repeats 5]
+    python bench/forward.py [--repeats 5] [--compile]
+
+``--compile`` adds ``torch.compile`` of the fastest eager path and prints its compile time.
 
 Same weights, same input, measured one after the other in this run; prints medians and the ratio
 to the plain eager path (``torch.inference_mode`` in every case).
@@ -9,6 +11,7 @@ to the plain eager path (``torch.inference_mode`` in every case).
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 
@@ -24,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, median of {args.repeats}")
     print(f"{'model':22s} {'path':24s} {'s/forward':>10s} {'images/s':>9s} {'ratio':>6s}")
@@ -38,6 +42,14 @@ def main() -> None:
             "BN folded + channels_last": (fused.to(memory_format=torch.channels_last),
                                           x.contiguous(memory_format=torch.channels_last)),
         }
+        if args.compile:
+            model, inp = paths["BN folded + channels_last"]
+            compiled = torch.compile(model)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                compiled(inp)
+            print(f"{label:22s} torch.compile: {time.perf_counter() - start:.0f} s to compile")
+            paths["... + torch.compile"] = (compiled, inp)
         base = None
         for path, (model, inp) in paths.items():
             with torch.inference_mode():

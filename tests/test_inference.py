@@ -269,10 +269,12 @@ def test_predict_files_and_evaluate_dataset(tiny_predictor, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["images"] == 3
 
 
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow, id="compiled")])
 @pytest.mark.parametrize("path", golden_params("model_tiny*.npz"))
-def test_fast_predictor_network_pass_equals_plain(path):
-    """BN folding + channels_last + flip as one batch of 2N: the network outputs of both passes equal
-    the plain eager model's (two separate passes) within 1e-4, on the goldens' tiny model."""
+def test_fast_predictor_network_pass_equals_plain(path, compile):
+    """BN folding + channels_last + flip as one batch of 2N (and optionally torch.compile): the network
+    outputs of both passes equal the plain eager model's (two separate passes) within 1e-4, on the
+    goldens' tiny model."""
     spec = json.loads(path.with_suffix(".json").read_text())
     golden = np.load(path)
     model = HigherHRNet(model_config_from_official(spec))
@@ -280,7 +282,7 @@ def test_fast_predictor_network_pass_equals_plain(path):
     cfg = Config(name="tiny_golden", input_size=128, model=model.cfg)
     image = np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8)
     size_wh, center, scale_200 = input_size_at_scale(image.shape[:2], cfg.input_size, 1.0, 1.0)
-    fast = Predictor(model, cfg, fast=True)
+    fast = Predictor(model, cfg, fast=True, compile=compile)
     assert fast.memory_format == torch.channels_last
     with torch.inference_mode():
         got = fast.run_network([image, image], 1.0, size_wh, center, scale_200)

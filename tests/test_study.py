@@ -101,3 +101,16 @@ def test_failing_notebook_names_run_and_cell(experiments):
     with pytest.raises(StudyError, match=r"train/w32_512/seed0 failed in cell \d+ \(DatasetError"):
         run_study(experiments, "paper", only=["train/w32_512/"], log=lambda *_: None)
     assert not (experiments / "results" / "paper" / "train" / "w32_512" / "seed0" / "metrics.json").exists()
+
+
+def test_synthetic_scene_knobs_name_the_data_folder_and_are_checked(tmp_path):
+    """Profiles with different scene knobs never share a cached data folder; a bad knob is one error."""
+    from hhrnet.study import generate_synthetic
+
+    study = Study.load(EXPERIMENTS)
+    default, smoke = study.data_spec("default"), study.data_spec("smoke")
+    assert default["synthetic"]["scene"]["front_facing_prob"] == 0.85
+    assert default["data_root"] != smoke["data_root"] and default["data_root"].endswith(
+        study.data_spec("cpu")["data_root"].rsplit("_", 1)[1])  # same scenes, same hash suffix
+    with pytest.raises(StudyError, match=r"data.synthetic.scene in experiments/rows.yaml: .*no_such_knob"):
+        generate_synthetic(tmp_path, {"train": 1, "val": 1, "size": 64, "seed": 0, "scene": {"no_such_knob": 1}})
