@@ -287,7 +287,7 @@ def tile_reduce(planes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     Border tiles are completed by repeating the edge, which changes no minimum or maximum.  Each
     plane is reduced through a ``(ny, size, nx, size)`` view: no copy when the plane is contiguous.
     """
-    channels, height, width = planes.shape
+    height, width = planes.shape[1:]
     ny, nx = -(-height // size), -(-width // size)
     if (ny * size, nx * size) != (height, width):
         planes = np.pad(planes, ((0, 0), (0, ny * size - height), (0, nx * size - width)), mode="edge")
