@@ -8,17 +8,25 @@ multi-scale (2, 1, 0.5) + flip test, at batch 1 and batch 8.  The network's shar
 printed beside each row, measured in the same run.
 
     python bench/inference.py [--repeats 3] [--batches 1 8] [--no-multi-scale]
+    python bench/inference.py --checkpoint experiments/cache/runs/cpu/w32_512/seed0/last.pth \
+        --images experiments/cache/data/<the cpu profile's folder>/images/val
+
+With ``--checkpoint`` and ``--images`` the pipeline runs a trained network on real inputs (the
+first images of the folder, which must share one size): the speed at the CPU study's size.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from hhrnet.checkpoints import load_model
 from hhrnet.config import TestConfig
+from hhrnet.data.coco import read_rgb_image
 from hhrnet.inference import Predictor
 
 from common import median_seconds, realistic_random_model
@@ -29,8 +37,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--no-multi-scale", action="store_true")
+    parser.add_argument("--checkpoint", help="a trained hhrnet checkpoint instead of random W32-512 weights")
+    parser.add_argument("--images", help="folder of same-size images (with --checkpoint)")
     args = parser.parse_args()
-    model, cfg = realistic_random_model()
+    if bool(args.checkpoint) != bool(args.images):
+        parser.error("--checkpoint and --images go together")
+    count = max(args.batches)
+    if args.checkpoint:
+        model, cfg = load_model(args.checkpoint)
+        files = sorted(Path(args.images).glob("*.*"))[:count]
+        images = [read_rgb_image(f) for f in files]
+        label = f"{args.checkpoint} (width {cfg.model.width}, input {cfg.input_size}), {len(images)} images of {args.images}"
+    else:
+        model, cfg = realistic_random_model()
+        images = list(np.random.default_rng(0).integers(0, 255, (count, 480, 640, 3), dtype=np.uint8))
+        label = "W32-512 (random weights), 640x480 images"
     forward_calls: list[float] = []
 
     def timed_forward(module, inputs, output):  # the network's own time, for the share column
@@ -38,11 +59,10 @@ def main() -> None:
 
     model.register_forward_pre_hook(lambda module, inputs: setattr(module, "_started", time.perf_counter()))
     model.register_forward_hook(timed_forward)
-    images = list(np.random.default_rng(0).integers(0, 255, (max(args.batches), 480, 640, 3), dtype=np.uint8))
     settings = {"single scale + flip": TestConfig()}
     if not args.no_multi_scale:
         settings["scales 2, 1, 0.5 + flip"] = TestConfig(scales=(2.0, 1.0, 0.5))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, W32-512, 640x480 images")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {label}")
     print(f"{'setting':28s} {'batch':>5s} {'img/s':>8s} {'s/img':>8s} {'network share':>14s}")
     for name, test in settings.items():
         for batch in args.batches:
