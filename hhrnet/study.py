@@ -73,6 +73,11 @@ class Study:
                 raise StudyError(f"{path}: evaluation {name!r} names unknown training {ev['training']!r}")
         for fam, family in spec["families"].items():
             unknown = [e for e in family["evaluations"] if e not in spec["evaluations"]]
+            try:
+                expected = [Expectation.parse(text) for text in family.get("expect", [])]
+            except ValueError as err:
+                raise StudyError(f"{path}: family {fam!r}: {err}") from None
+            unknown += [name for e in expected for name in (e.a, e.b) if name not in spec["evaluations"]]
             if unknown:
                 raise StudyError(f"{path}: family {fam!r} names unknown evaluations {unknown}")
         return cls(root, spec)
@@ -360,6 +365,77 @@ def gather(study: Study, profile: str) -> Path:
             writer.writeheader()
             writer.writerows(rows)
     return target
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims -> verdicts (the ablations page and the study's closing table)
+
+NOISE_TOLERANCE = 0.005  # half an AP point: a smaller difference is noise even with a single seed
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One comparison a claim implies: ``a > b`` (higher AP), ``a ≥ b`` (not lower beyond noise), ``a ≈ b``."""
+
+    a: str
+    op: str
+    b: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Expectation":
+        parts = text.split()
+        if len(parts) != 3 or parts[1] not in (">", "≥", "≈"):
+            raise ValueError(f"expectation {text!r} is not 'evaluation >|≥|≈ evaluation'")
+        return cls(*parts)
+
+    def check(self, rows: dict[str, dict[str, Any]], tolerance: float = NOISE_TOLERANCE) -> dict[str, Any]:
+        """The measured AP difference, whether it holds, and whether it is within noise.
+
+        Noise is the larger of ``tolerance`` and twice the seeds' standard deviation of either row.
+        """
+        ra, rb = rows.get(self.a), rows.get(self.b)
+        text = f"{self.a} {self.op} {self.b}"
+        if not ra or not rb or ra.get("AP") is None or rb.get("AP") is None:
+            return {"comparison": text, "ΔAP": None, "holds": None, "within noise": None, "both zero": None}
+        diff = ra["AP"] - rb["AP"]
+        noise = max(tolerance, 2 * max(ra.get("AP_std") or 0, rb.get("AP_std") or 0))
+        holds = {">": diff > 0, "≥": diff > -noise, "≈": abs(diff) <= noise}[self.op]
+        return {"comparison": text, "ΔAP": round(100 * diff, 2), "holds": bool(holds),
+                "within noise": abs(diff) <= noise, "both zero": ra["AP"] == 0 and rb["AP"] == 0}
+
+
+def verdict(checks: list[dict[str, Any]]) -> str:
+    """A family's verdict from its checked expectations (see the ablations chapter for the rules)."""
+    measured = [c for c in checks if c["holds"] is not None]
+    if not measured:
+        return "not measured in this profile"
+    if all(c["both zero"] for c in measured):
+        return "inconclusive: AP is zero for every row (the networks are not trained enough to find people)"
+    ops = [c["comparison"].split()[1] for c in measured]
+    if ">" in ops and all(c["within noise"] for c in measured):
+        return "inconclusive: every difference is within noise"  # "≥"/"≈" alone are met by noise
+    held = sum(c["holds"] for c in measured)
+    noisy = sum(c["within noise"] for c, op in zip(measured, ops) if op != "≈")
+    note = f" ({noisy} of {len(measured)} differences within noise)" if noisy else ""
+    if held == len(measured):
+        return "reproduces in direction" + note
+    return ("partly reproduces" if held else "does not reproduce at this scale") + note
+
+
+def summary_rows(study: Study, profile: str) -> dict[str, dict[str, Any]]:
+    """The gathered ``summary.json`` of a profile, by evaluation name (empty before any run)."""
+    path = study.results_dir(profile) / "summary.json"
+    return {r["evaluation"]: r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
+
+
+def family_verdicts(study: Study, profile: str) -> dict[str, tuple[list[dict[str, Any]], str]]:
+    """``{family: (checked expectations, verdict)}`` for every family of ``rows.yaml``."""
+    rows = summary_rows(study, profile)
+    result = {}
+    for name, family in study.spec["families"].items():
+        checks = [Expectation.parse(text).check(rows) for text in family.get("expect", [])]
+        result[name] = (checks, verdict(checks))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,3 +114,35 @@ def test_synthetic_scene_knobs_name_the_data_folder_and_are_checked(tmp_path):
         study.data_spec("cpu")["data_root"].rsplit("_", 1)[1])  # same scenes, same hash suffix
     with pytest.raises(StudyError, match=r"data.synthetic.scene in experiments/rows.yaml: .*no_such_knob"):
         generate_synthetic(tmp_path, {"train": 1, "val": 1, "size": 64, "seed": 0, "scene": {"no_such_knob": 1}})
+
+
+def _row(ap, std=None):
+    return {"AP": ap, "AP_std": std}
+
+
+@pytest.mark.parametrize("expect, rows, expected", [
+    (["a > b"], {"a": _row(0.30), "b": _row(0.20)}, "reproduces in direction"),
+    (["a > b", "a > c"], {"a": _row(0.30), "b": _row(0.20), "c": _row(0.40)}, "partly reproduces"),
+    (["a > b"], {"a": _row(0.20), "b": _row(0.30)}, "does not reproduce at this scale"),
+    (["a > b"], {"a": _row(0.302, 0.01), "b": _row(0.30, 0.01)}, "inconclusive: every difference is within noise"),
+    (["a ≈ b"], {"a": _row(0.302), "b": _row(0.30)}, "reproduces in direction"),
+    (["a ≥ b"], {"a": _row(0.298), "b": _row(0.30)}, "reproduces in direction (1 of 1 differences within noise)"),
+    (["a > b"], {"a": _row(0.0), "b": _row(0.0)}, "inconclusive: AP is zero for every row"),
+    (["a > b"], {"a": _row(0.3)}, "not measured in this profile"),
+])
+def test_verdicts_follow_the_rules_of_the_ablations_chapter(expect, rows, expected):
+    from hhrnet.study import Expectation, verdict
+
+    assert verdict([Expectation.parse(e).check(rows) for e in expect]).startswith(expected)
+
+
+def test_a_malformed_or_unknown_expectation_is_one_error(experiments):
+    spec = yaml.safe_load((experiments / "rows.yaml").read_text())
+    spec["families"]["ae_loss"]["expect"] = ["w32_512_ss >> ae_max"]
+    (experiments / "rows.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    with pytest.raises(StudyError, match=r"family 'ae_loss': expectation 'w32_512_ss >> ae_max'"):
+        Study.load(experiments)
+    spec["families"]["ae_loss"]["expect"] = ["w32_512_ss > no_such_run"]
+    (experiments / "rows.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    with pytest.raises(StudyError, match=r"family 'ae_loss' names unknown evaluations \['no_such_run'\]"):
+        Study.load(experiments)
