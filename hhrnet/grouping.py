@@ -281,8 +281,8 @@ def refine_scores(heat: np.ndarray, tag_planes: np.ndarray, centre: np.ndarray) 
     return heat - np.round(np.sqrt(total))
 
 
-def tile_reduce(planes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Minimum and maximum of ``(C, H, W)`` planes over ``size x size`` tiles -> two ``(C, ny, nx)``.
+def tile_reduce(planes: np.ndarray, size: int, reduce=torch.amax) -> np.ndarray:
+    """``reduce`` (``torch.amax`` or ``torch.amin``) of ``(C, H, W)`` planes over ``size x size`` tiles -> ``(C, ny, nx)``.
 
     Border tiles are completed by repeating the edge, which changes no minimum or maximum.  Each
     plane is reduced through a ``(ny, size, nx, size)`` view: no copy when the plane is contiguous.
@@ -291,12 +291,8 @@ def tile_reduce(planes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     ny, nx = -(-height // size), -(-width // size)
     if (ny * size, nx * size) != (height, width):
         planes = np.pad(planes, ((0, 0), (0, ny * size - height), (0, nx * size - width)), mode="edge")
-    low, high = [], []
-    for plane in planes:
-        tiles = torch.from_numpy(np.ascontiguousarray(plane)).view(ny, size, nx, size)
-        low.append(tiles.amin(dim=(1, 3)).numpy())
-        high.append(tiles.amax(dim=(1, 3)).numpy())
-    return np.stack(low), np.stack(high)
+    return np.stack([reduce(torch.from_numpy(np.ascontiguousarray(plane)).view(ny, size, nx, size), dim=(1, 3)).numpy()
+                     for plane in planes])
 
 
 @dataclass
@@ -316,8 +312,8 @@ class TileSummary:
     @classmethod
     def of(cls, heat: np.ndarray, tag_planes: np.ndarray, size: int = 32) -> "TileSummary":
         """Summaries of ``heat (H, W)`` and ``tag_planes (T, H, W)`` (border tiles may be partial)."""
-        heat_max = tile_reduce(heat[None], size)[1][0]
-        return cls(size, heat_max, *tile_reduce(tag_planes, size))
+        return cls(size, tile_reduce(heat[None], size)[0], tile_reduce(tag_planes, size, torch.amin),
+                   tile_reduce(tag_planes, size))
 
     def upper_bounds(self, centre: np.ndarray) -> np.ndarray:
         """``(ny, nx)`` largest refine score any pixel of each tile can reach for this centre."""
