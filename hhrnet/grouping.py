@@ -281,67 +281,78 @@ def refine_scores(heat: np.ndarray, tag_planes: np.ndarray, centre: np.ndarray) 
     return heat - np.round(np.sqrt(total))
 
 
-def tile_reduce(planes: np.ndarray, size: int, reduce=torch.amax) -> np.ndarray:
-    """``reduce`` (``torch.amax`` or ``torch.amin``) of ``(C, H, W)`` planes over ``size x size`` tiles -> ``(C, ny, nx)``.
-
-    Border tiles are completed by repeating the edge, which changes no minimum or maximum.  Each
-    plane is reduced through a ``(ny, size, nx, size)`` view: no copy when the plane is contiguous.
-    """
-    height, width = planes.shape[1:]
-    ny, nx = -(-height // size), -(-width // size)
-    if (ny * size, nx * size) != (height, width):
-        planes = np.pad(planes, ((0, 0), (0, ny * size - height), (0, nx * size - width)), mode="edge")
-    return np.stack([reduce(torch.from_numpy(np.ascontiguousarray(plane)).view(ny, size, nx, size), dim=(1, 3)).numpy()
-                     for plane in planes])
-
-
 @dataclass
-class TileSummary:
-    """Per ``size x size`` tile of one joint's maps: the largest heatmap value and the tag range.
+class RefineTiles:
+    """One joint's heatmap and tag planes cut into ``size x size`` tiles, with a bound per tile.
 
-    They bound the refine score of every pixel in the tile from above (``max heat − round(distance
-    from the centre to the tag box)``); IEEE arithmetic is monotone and the bound sums the squares in
-    the same order as ``refine_scores``, so it holds for the float32 scores exactly.
+    ``heat (ny, size, nx, size)`` and ``tags (T, ny, size, nx, size)`` are views of the maps (copies
+    padded to whole tiles when the map size is not a multiple of ``size``: heat ``-inf``, so padding
+    never wins, tags by edge repetition, which changes no range).  Per tile, the largest heatmap value
+    and the tag range bound the refine score of every pixel in it from above (``max heat − round(
+    distance from the centre to the tag box)``); IEEE arithmetic is monotone and the bound sums the
+    squares in the same order as ``refine_scores``, so it holds for the float32 scores exactly.
     """
 
-    size: int
+    width: int
+    heat: np.ndarray
+    tags: np.ndarray
     heat_max: np.ndarray  # (ny, nx)
     tag_low: np.ndarray  # (T, ny, nx)
     tag_high: np.ndarray  # (T, ny, nx)
 
     @classmethod
-    def of(cls, heat: np.ndarray, tag_planes: np.ndarray, size: int = 32) -> "TileSummary":
-        """Summaries of ``heat (H, W)`` and ``tag_planes (T, H, W)`` (border tiles may be partial)."""
-        return cls(size, tile_reduce(heat[None], size)[0], tile_reduce(tag_planes, size, torch.amin),
-                   tile_reduce(tag_planes, size))
+    def of(cls, heat: np.ndarray, tag_planes: np.ndarray, size: int = 32) -> "RefineTiles":
+        """Tiles of ``heat (H, W)`` and ``tag_planes (T, H, W)`` (contiguous planes are not copied)."""
+        height, width = heat.shape
+        ny, nx = -(-height // size), -(-width // size)
+        pad = ((0, ny * size - height), (0, nx * size - width))
+        if any(after for _, after in pad):
+            heat = np.pad(heat, pad, constant_values=-np.inf)
+            tag_planes = np.pad(tag_planes, ((0, 0), *pad), mode="edge")
+        heat = np.ascontiguousarray(heat).reshape(ny, size, nx, size)
+        tags = np.ascontiguousarray(tag_planes).reshape(-1, ny, size, nx, size)
+        # Rows first (an element-wise extremum of contiguous rows), then within each row of tiles.
+        heat_max = torch.from_numpy(heat).amax(1).amax(-1).numpy()
+        tags_t = torch.from_numpy(tags)
+        return cls(width, heat, tags, heat_max, tags_t.amin(2).amin(-1).numpy(), tags_t.amax(2).amax(-1).numpy())
 
     def upper_bounds(self, centre: np.ndarray) -> np.ndarray:
-        """``(ny, nx)`` largest refine score any pixel of each tile can reach for this centre."""
+        """``(ny · nx,)`` largest refine score any pixel of each tile can reach for this centre (row-major tiles)."""
         gap = np.maximum(np.maximum(self.tag_low - centre[:, None, None], centre[:, None, None] - self.tag_high), 0)
-        return refine_scores(self.heat_max, gap, np.zeros_like(centre))
+        return refine_scores(self.heat_max, gap, np.zeros_like(centre)).ravel()
+
+    def best_in(self, tiles: np.ndarray, centre: np.ndarray) -> tuple[float, int]:
+        """Best refine score over the given tiles (flat tile indices) and its first pixel (flat map index).
+
+        A tile's row-major order is the map's restricted to the tile, so the first pixel among equal
+        scores is the one with the smallest flat index.
+        """
+        size = self.heat.shape[1]
+        ty, tx = np.divmod(tiles, self.heat.shape[2])
+        scores = refine_scores(self.heat[ty, :, tx], np.moveaxis(self.tags[:, ty, :, tx], 1, 0), centre)
+        best = scores.max()
+        tile, y, x = np.nonzero(scores == best)
+        pixel = (ty[tile] * size + y) * self.width + tx[tile] * size + x
+        return float(best), int(pixel.min())
 
 
-def best_refine_pixel(heat: np.ndarray, tag_planes: np.ndarray, tiles: TileSummary, centre: np.ndarray) -> int:
+def best_refine_pixel(tiles: RefineTiles, centre: np.ndarray, first: int = 8) -> int:
     """Flat index of the pixel maximising ``refine_scores`` over the map (the first one on ties).
 
-    Branch and bound over tiles: the tile with the highest upper bound is scored exactly, which gives
-    a lower bound ``b`` on the best score; every tile whose upper bound reaches ``b`` may hold the
-    winner, so the rectangle spanning them is scored (row-major order inside a rectangle is the map's,
-    so ``argmax`` keeps the reference's tie-breaking).  Same result as scoring the whole map.
+    Best-first branch and bound over tiles: the ``first`` tiles with the highest upper bounds are
+    scored exactly, which gives a lower bound ``b`` on the best score; only the other tiles whose
+    upper bound reaches ``b`` can still hold the winner (or tie with it), and they are scored too.
+    Same result as scoring the whole map; usually a handful of tiles are read.
     """
-    size, width = tiles.size, heat.shape[1]
     upper = tiles.upper_bounds(centre)
-
-    def block(ty0: int, ty1: int, tx0: int, tx1: int) -> tuple[np.ndarray, int, int]:
-        rows, cols = slice(ty0 * size, ty1 * size), slice(tx0 * size, tx1 * size)
-        return refine_scores(heat[rows, cols], tag_planes[:, rows, cols], centre), ty0 * size, tx0 * size
-
-    ty, tx = np.unravel_index(np.argmax(upper), upper.shape)
-    bound = block(ty, ty + 1, tx, tx + 1)[0].max()
-    reach_y, reach_x = np.nonzero(upper >= bound)
-    scores, y0, x0 = block(reach_y.min(), reach_y.max() + 1, reach_x.min(), reach_x.max() + 1)
-    y, x = np.unravel_index(np.argmax(scores), scores.shape)
-    return int((y0 + y) * width + x0 + x)
+    by_bound = np.argsort(-upper, kind="stable")
+    score, pixel = tiles.best_in(by_bound[:first], centre)
+    rest = by_bound[first:][upper[by_bound[first:]] >= score]
+    if rest.size:
+        other_score, other_pixel = tiles.best_in(rest, centre)
+        if (other_score, -other_pixel) > (score, -pixel):
+            pixel = other_pixel
+    return pixel
 
 
 def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.ndarray:
@@ -362,10 +373,9 @@ def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.nda
     person, joint = np.nonzero(missing.T)[::-1]  # grouped by joint
     pixel = np.empty(len(person), np.int64)
     for k in np.unique(joint):
-        planes = np.moveaxis(tags[k], -1, 0)  # (T, H, W): contiguous for tags from ``aggregate``
-        tiles = TileSummary.of(heatmaps[k], planes)
+        tiles = RefineTiles.of(heatmaps[k], np.moveaxis(tags[k], -1, 0))  # planes contiguous from ``aggregate``
         for i in np.flatnonzero(joint == k):
-            pixel[i] = best_refine_pixel(heatmaps[k], planes, tiles, centres[person[i]])
+            pixel[i] = best_refine_pixel(tiles, centres[person[i]])
     y, x = np.divmod(pixel, width)
     value = heatmaps[joint, y, x]
     dx, dy = quarter_offsets(heatmaps, joint, x, y)

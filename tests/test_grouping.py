@@ -172,7 +172,7 @@ def full_map_refine_pixel(heat: np.ndarray, tags: np.ndarray, centre: np.ndarray
     return int(np.argmax(heat - np.round(np.sqrt(((tags - centre) ** 2).sum(axis=-1)))))
 
 
-random_maps = st.tuples(st.integers(0, 2**31 - 1), st.sampled_from([(9, 13), (24, 16), (32, 40), (100, 130)]))
+random_maps = st.tuples(st.integers(0, 2**31 - 1), st.sampled_from([(9, 13), (24, 16), (32, 40), (100, 130), (200, 260)]))
 
 
 @settings(max_examples=40, deadline=None)
