@@ -290,15 +290,18 @@ class RefineTiles:
     never wins, tags by edge repetition, which changes no range).  Per tile, the largest heatmap value
     and the tag range bound the refine score of every pixel in it from above (``max heat − round(
     distance from the centre to the tag box)``); IEEE arithmetic is monotone and the bound sums the
-    squares in the same order as ``refine_scores``, so it holds for the float32 scores exactly.
+    squares in the same order as ``refine_scores``, so it holds for the float32 scores exactly.  The
+    heatmap maxima cost one pass over the map; a tile's tag range is read only when its heatmap
+    maximum alone cannot rule it out, and is then kept for the joint's other people.
     """
 
     width: int
     heat: np.ndarray
     tags: np.ndarray
-    heat_max: np.ndarray  # (ny, nx)
-    tag_low: np.ndarray  # (T, ny, nx)
-    tag_high: np.ndarray  # (T, ny, nx)
+    heat_max: np.ndarray  # (ny · nx,) row-major tiles
+    tag_low: np.ndarray  # (T, ny · nx), valid where ``known``
+    tag_high: np.ndarray
+    known: np.ndarray  # (ny · nx,) bool
 
     @classmethod
     def of(cls, heat: np.ndarray, tag_planes: np.ndarray, size: int = 32) -> "RefineTiles":
@@ -311,15 +314,32 @@ class RefineTiles:
             tag_planes = np.pad(tag_planes, ((0, 0), *pad), mode="edge")
         heat = np.ascontiguousarray(heat).reshape(ny, size, nx, size)
         tags = np.ascontiguousarray(tag_planes).reshape(-1, ny, size, nx, size)
-        # Rows first (an element-wise extremum of contiguous rows), then within each row of tiles.
-        heat_max = torch.from_numpy(heat).amax(1).amax(-1).numpy()
-        tags_t = torch.from_numpy(tags)
-        return cls(width, heat, tags, heat_max, tags_t.amin(2).amin(-1).numpy(), tags_t.amax(2).amax(-1).numpy())
+        # Rows first (an element-wise maximum of contiguous rows), then within each row of tiles.
+        heat_max = torch.from_numpy(heat).amax(1).amax(-1).numpy().ravel()
+        unknown = np.zeros((len(tags), ny * nx), tags.dtype)
+        return cls(width, heat, tags, heat_max, unknown, unknown.copy(), np.zeros(ny * nx, bool))
 
-    def upper_bounds(self, centre: np.ndarray) -> np.ndarray:
-        """``(ny · nx,)`` largest refine score any pixel of each tile can reach for this centre (row-major tiles)."""
-        gap = np.maximum(np.maximum(self.tag_low - centre[:, None, None], centre[:, None, None] - self.tag_high), 0)
-        return refine_scores(self.heat_max, gap, np.zeros_like(centre)).ravel()
+    def tiles_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Flat indices of the tiles holding pixels ``(x, y)``, without repeats."""
+        ny, size, nx = self.heat.shape[:3]
+        ty, tx = np.clip(y.astype(np.int64) // size, 0, ny - 1), np.clip(x.astype(np.int64) // size, 0, nx - 1)
+        return np.unique(ty * nx + tx)
+
+    def upper_bounds(self, tiles: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        """Largest refine score any pixel of each given tile can reach for this centre."""
+        new = tiles[~self.known[tiles]]
+        if new.size * 4 > self.known.size:  # most of the map: whole planes reduce faster than gathered tiles
+            planes = torch.from_numpy(self.tags)  # rows first, as for the heatmap maxima
+            self.tag_low[:] = planes.amin(2).amin(-1).flatten(1).numpy()
+            self.tag_high[:] = planes.amax(2).amax(-1).flatten(1).numpy()
+            self.known[:] = True
+        elif new.size:
+            block = self._tag_blocks(new)  # (T, n, size, size)
+            self.tag_low[:, new], self.tag_high[:, new] = block.min(axis=(2, 3)), block.max(axis=(2, 3))
+            self.known[new] = True
+        low, high = self.tag_low[:, tiles], self.tag_high[:, tiles]
+        gap = np.maximum(np.maximum(low - centre[:, None], centre[:, None] - high), 0)
+        return refine_scores(self.heat_max[tiles], gap, np.zeros_like(centre))
 
     def best_in(self, tiles: np.ndarray, centre: np.ndarray) -> tuple[float, int]:
         """Best refine score over the given tiles (flat tile indices) and its first pixel (flat map index).
@@ -329,29 +349,37 @@ class RefineTiles:
         """
         size = self.heat.shape[1]
         ty, tx = np.divmod(tiles, self.heat.shape[2])
-        scores = refine_scores(self.heat[ty, :, tx], np.moveaxis(self.tags[:, ty, :, tx], 1, 0), centre)
+        scores = refine_scores(self.heat[ty, :, tx], self._tag_blocks(tiles), centre)
         best = scores.max()
         tile, y, x = np.nonzero(scores == best)
         pixel = (ty[tile] * size + y) * self.width + tx[tile] * size + x
         return float(best), int(pixel.min())
 
+    def _tag_blocks(self, tiles: np.ndarray) -> np.ndarray:
+        ty, tx = np.divmod(tiles, self.heat.shape[2])
+        return np.moveaxis(self.tags[:, ty, :, tx], 1, 0)  # (T, n, size, size)
 
-def best_refine_pixel(tiles: RefineTiles, centre: np.ndarray, first: int = 8) -> int:
+
+def best_refine_pixel(tiles: RefineTiles, centre: np.ndarray, near: np.ndarray, batch: int = 8) -> int:
     """Flat index of the pixel maximising ``refine_scores`` over the map (the first one on ties).
 
-    Best-first branch and bound over tiles: the ``first`` tiles with the highest upper bounds are
-    scored exactly, which gives a lower bound ``b`` on the best score; only the other tiles whose
-    upper bound reaches ``b`` can still hold the winner (or tie with it), and they are scored too.
-    Same result as scoring the whole map; usually a handful of tiles are read.
+    Branch and bound over tiles.  The tiles ``near`` (the person's own body) are scored exactly
+    first: a missing joint is most often there, so their best score ``b`` is a tight lower bound.
+    Only tiles whose heatmap maximum reaches ``b`` can still hold the winner (or tie with it); their
+    tag-aware bounds are scored best first, in growing batches, raising ``b`` as better pixels turn
+    up.  Same result as scoring the whole map; usually a handful of tiles are read.
     """
-    upper = tiles.upper_bounds(centre)
-    by_bound = np.argsort(-upper, kind="stable")
-    score, pixel = tiles.best_in(by_bound[:first], centre)
-    rest = by_bound[first:][upper[by_bound[first:]] >= score]
-    if rest.size:
-        other_score, other_pixel = tiles.best_in(rest, centre)
+    score, pixel = tiles.best_in(near, centre)
+    others = np.flatnonzero(tiles.heat_max >= score)
+    others = others[~np.isin(others, near)]
+    upper = tiles.upper_bounds(others, centre)
+    order = np.argsort(-upper, kind="stable")
+    others, upper = others[order], upper[order]
+    while (count := min(batch, int(np.count_nonzero(upper >= score)))) > 0:  # bounds sorted: the first ones
+        other_score, other_pixel = tiles.best_in(others[:count], centre)
         if (other_score, -other_pixel) > (score, -pixel):
-            pixel = other_pixel
+            score, pixel = other_score, other_pixel
+        others, upper, batch = others[count:], upper[count:], batch * 4
     return pixel
 
 
@@ -372,10 +400,15 @@ def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.nda
     centres = mean_tags(joints)
     person, joint = np.nonzero(missing.T)[::-1]  # grouped by joint
     pixel = np.empty(len(person), np.int64)
+    near: dict[int, np.ndarray] = {}  # per person: the tiles of its detected joints
     for k in np.unique(joint):
         tiles = RefineTiles.of(heatmaps[k], np.moveaxis(tags[k], -1, 0))  # planes contiguous from ``aggregate``
         for i in np.flatnonzero(joint == k):
-            pixel[i] = best_refine_pixel(tiles, centres[person[i]])
+            p = person[i]
+            if p not in near:
+                x, y = joints[p, ~missing[p], :2].T
+                near[p] = tiles.tiles_at(x, y)
+            pixel[i] = best_refine_pixel(tiles, centres[p], near[p])
     y, x = np.divmod(pixel, width)
     value = heatmaps[joint, y, x]
     dx, dy = quarter_offsets(heatmaps, joint, x, y)
