@@ -325,8 +325,37 @@ class RefineTiles:
         ty, tx = np.clip(y.astype(np.int64) // size, 0, ny - 1), np.clip(x.astype(np.int64) // size, 0, nx - 1)
         return np.unique(ty * nx + tx)
 
-    def upper_bounds(self, tiles: np.ndarray, centre: np.ndarray) -> np.ndarray:
-        """Largest refine score any pixel of each given tile can reach for this centre."""
+    def upper_bounds(self, centres: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+        """``(P, n)``: the largest refine score any pixel of each given tile can reach, per centre ``(P, T)``."""
+        self._read_tag_ranges(tiles)
+        low, high = self.tag_low[:, None, tiles], self.tag_high[:, None, tiles]  # (T, 1, n)
+        centre = centres.T[:, :, None]  # (T, P, 1)
+        gap = np.maximum(np.maximum(low - centre, centre - high), 0)
+        return refine_scores(self.heat_max[tiles], gap, np.zeros(len(gap), gap.dtype))
+
+    def best_per_person(self, person: np.ndarray, tile: np.ndarray, centres: np.ndarray,
+                        people: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best refine score of each person over its ``(person, tile)`` pairs, and its first pixel.
+
+        Returns ``(people,)`` scores (``-inf`` for a person without pairs) and flat map indices.  A
+        tile's row-major order is the map's restricted to the tile, so among equal scores the first
+        pixel is the one with the smallest flat index.
+        """
+        ny, size, nx = self.heat.shape[:3]
+        ty, tx = np.divmod(tile, nx)
+        centre = centres[person].T[:, :, None, None]  # (T, n, 1, 1)
+        scores = refine_scores(self.heat[ty, :, tx], np.moveaxis(self.tags[:, ty, :, tx], 1, 0), centre)
+        scores = scores.reshape(len(tile), -1)
+        first = scores.argmax(axis=1)
+        value = scores[np.arange(len(tile)), first]
+        pixel = (ty * size + first // size) * self.width + tx * size + first % size
+        order = np.lexsort((pixel, -value, person))  # per person: best score, then first pixel
+        winners = order[np.unique(person[order], return_index=True)[1]]
+        best_score, best_pixel = np.full(people, -np.inf, np.float32), np.zeros(people, np.int64)
+        best_score[person[winners]], best_pixel[person[winners]] = value[winners], pixel[winners]
+        return best_score, best_pixel
+
+    def _read_tag_ranges(self, tiles: np.ndarray) -> None:
         new = tiles[~self.known[tiles]]
         if new.size * 4 > self.known.size:  # most of the map: whole planes reduce faster than gathered tiles
             planes = torch.from_numpy(self.tags)  # rows first, as for the heatmap maxima
@@ -334,52 +363,43 @@ class RefineTiles:
             self.tag_high[:] = planes.amax(2).amax(-1).flatten(1).numpy()
             self.known[:] = True
         elif new.size:
-            block = self._tag_blocks(new)  # (T, n, size, size)
-            self.tag_low[:, new], self.tag_high[:, new] = block.min(axis=(2, 3)), block.max(axis=(2, 3))
+            ty, tx = np.divmod(new, self.heat.shape[2])
+            block = self.tags[:, ty, :, tx]  # (n, T, size, size)
+            self.tag_low[:, new], self.tag_high[:, new] = block.min(axis=(2, 3)).T, block.max(axis=(2, 3)).T
             self.known[new] = True
-        low, high = self.tag_low[:, tiles], self.tag_high[:, tiles]
-        gap = np.maximum(np.maximum(low - centre[:, None], centre[:, None] - high), 0)
-        return refine_scores(self.heat_max[tiles], gap, np.zeros_like(centre))
-
-    def best_in(self, tiles: np.ndarray, centre: np.ndarray) -> tuple[float, int]:
-        """Best refine score over the given tiles (flat tile indices) and its first pixel (flat map index).
-
-        A tile's row-major order is the map's restricted to the tile, so the first pixel among equal
-        scores is the one with the smallest flat index.
-        """
-        size = self.heat.shape[1]
-        ty, tx = np.divmod(tiles, self.heat.shape[2])
-        scores = refine_scores(self.heat[ty, :, tx], self._tag_blocks(tiles), centre)
-        best = scores.max()
-        tile, y, x = np.nonzero(scores == best)
-        pixel = (ty[tile] * size + y) * self.width + tx[tile] * size + x
-        return float(best), int(pixel.min())
-
-    def _tag_blocks(self, tiles: np.ndarray) -> np.ndarray:
-        ty, tx = np.divmod(tiles, self.heat.shape[2])
-        return np.moveaxis(self.tags[:, ty, :, tx], 1, 0)  # (T, n, size, size)
 
 
-def best_refine_pixel(tiles: RefineTiles, centre: np.ndarray, near: np.ndarray, batch: int = 8) -> int:
-    """Flat index of the pixel maximising ``refine_scores`` over the map (the first one on ties).
+def best_refine_pixels(tiles: RefineTiles, centres: np.ndarray, near: list[np.ndarray], batch: int = 8) -> np.ndarray:
+    """For each person (mean tag ``centres (P, T)``), the flat index of the pixel maximising
+    ``refine_scores`` over the map (the first one on ties).
 
-    Branch and bound over tiles.  The tiles ``near`` (the person's own body) are scored exactly
-    first: a missing joint is most often there, so their best score ``b`` is a tight lower bound.
-    Only tiles whose heatmap maximum reaches ``b`` can still hold the winner (or tie with it); their
-    tag-aware bounds are scored best first, in growing batches, raising ``b`` as better pixels turn
-    up.  Same result as scoring the whole map; usually a handful of tiles are read.
+    Branch and bound over tiles, all people of a joint at once.  Each person's tiles ``near`` (its
+    own body, where a missing joint most often is) are scored exactly first, which gives a tight
+    lower bound ``b`` on its best score.  A tile elsewhere can only hold the winner (or tie with it)
+    if its heatmap maximum reaches ``b`` and its tag-aware bound does too.  Those are scored best
+    bound first, in growing batches, raising ``b`` as better pixels turn up.  Same result as
+    scoring the whole map; usually a handful of tiles are read per person.
     """
-    score, pixel = tiles.best_in(near, centre)
-    others = np.flatnonzero(tiles.heat_max >= score)
-    others = others[~np.isin(others, near)]
-    upper = tiles.upper_bounds(others, centre)
-    order = np.argsort(-upper, kind="stable")
-    others, upper = others[order], upper[order]
-    while (count := min(batch, int(np.count_nonzero(upper >= score)))) > 0:  # bounds sorted: the first ones
-        other_score, other_pixel = tiles.best_in(others[:count], centre)
-        if (other_score, -other_pixel) > (score, -pixel):
-            score, pixel = other_score, other_pixel
-        others, upper, batch = others[count:], upper[count:], batch * 4
+    people = len(centres)
+    person = np.repeat(np.arange(people), [len(n) for n in near])
+    own = np.concatenate(near)
+    score, pixel = tiles.best_per_person(person, own, centres, people)
+    hot = np.flatnonzero(tiles.heat_max >= score.min())  # no other tile can beat anyone
+    upper = tiles.upper_bounds(centres, hot)
+    done = np.isin(own, hot)
+    upper[person[done], np.searchsorted(hot, own[done])] = -np.inf  # own tiles are scored already
+    order = np.argsort(-upper, axis=1, kind="stable")
+    upper = np.take_along_axis(upper, order, axis=1)  # each person's bounds, best first
+    start = 0
+    while start < len(hot):
+        todo_person, column = np.nonzero(upper[:, start:start + batch] >= score[:, None])
+        if not todo_person.size:  # bounds are sorted: no later tile can reach b either
+            break
+        column += start
+        other_score, other_pixel = tiles.best_per_person(todo_person, hot[order[todo_person, column]], centres, people)
+        better = (other_score > score) | ((other_score == score) & (other_pixel < pixel))
+        score, pixel = np.where(better, other_score, score), np.where(better, other_pixel, pixel)
+        start, batch = start + batch, batch * 4
     return pixel
 
 
@@ -387,7 +407,7 @@ def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.nda
     """Fill each person's missing joints from the whole map, guided by the person's mean tag.
 
     For a missing (person, joint) pair the new position maximises ``heatmap − round(‖tag − mean tag‖)``
-    over the map (first pixel in row-major order on ties; ``best_refine_pixel``): a pixel whose tag is
+    over the map (first pixel in row-major order on ties; ``best_refine_pixels``): a pixel whose tag is
     within half a unit of the person's competes on heatmap value alone, one a unit away pays 1.  The
     position gets +0.5 and the quarter-pixel shift; it is used only if the heatmap value there is
     > 0.  Detected joints are left alone.  ``heatmaps (K, H, W)``, ``tags (K, H, W, T)``.
@@ -400,15 +420,13 @@ def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.nda
     centres = mean_tags(joints)
     person, joint = np.nonzero(missing.T)[::-1]  # grouped by joint
     pixel = np.empty(len(person), np.int64)
-    near: dict[int, np.ndarray] = {}  # per person: the tiles of its detected joints
+    near: list[np.ndarray] = []  # per person: the tiles of its detected joints (same grid for every joint)
     for k in np.unique(joint):
         tiles = RefineTiles.of(heatmaps[k], np.moveaxis(tags[k], -1, 0))  # planes contiguous from ``aggregate``
-        for i in np.flatnonzero(joint == k):
-            p = person[i]
-            if p not in near:
-                x, y = joints[p, ~missing[p], :2].T
-                near[p] = tiles.tiles_at(x, y)
-            pixel[i] = best_refine_pixel(tiles, centres[p], near[p])
+        if not near:
+            near = [tiles.tiles_at(*joints[p, ~missing[p], :2].T) for p in range(len(joints))]
+        pairs = np.flatnonzero(joint == k)
+        pixel[pairs] = best_refine_pixels(tiles, centres[person[pairs]], [near[p] for p in person[pairs]])
     y, x = np.divmod(pixel, width)
     value = heatmaps[joint, y, x]
     dx, dy = quarter_offsets(heatmaps, joint, x, y)
