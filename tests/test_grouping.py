@@ -203,8 +203,9 @@ def test_refine_shortcut_equals_full_map_argmax(seed_shape, tag_spread, heat_off
     blocks = rng.uniform(-4, 4, (4, h // 16 + 1, w // 16 + 1, 2)).repeat(16, 1).repeat(16, 2)[:, :h, :w]
     tags = (rng.normal(size=(4, h, w, 2)) * tag_spread + blocks).astype(np.float32)  # tile-like regions
     tags[1, :, : w // 2] = 0.25  # a plateau: many equal scores, first pixel must win
-    joints = np.zeros((3, 4, 5), np.float32)
-    for person in range(3):
+    heat[2] = np.round(heat[2] * 4) / 4  # few heatmap levels: equal scores in many tiles
+    joints = np.zeros((6, 4, 5), np.float32)  # several people per joint: refine handles them together
+    for person in range(6):
         for joint in rng.choice(4, size=rng.integers(1, 4), replace=False):
             x, y = rng.integers(0, w), rng.integers(0, h)
             joints[person, joint] = (x + 0.75, y + 0.25, heat[joint, y, x] + 1, *tags[joint, y, x])
