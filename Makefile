@@ -25,7 +25,8 @@ test: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m hhrnet study --profile $(PROFILE) --missing-only
-	HHRNET_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	# --all: every page re-executes, so the book never shows another profile's or older results
+	HHRNET_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --all --builder html -W -n --keep-going
 
 clean:
 	rm -rf _build
