@@ -281,6 +281,15 @@ def refine_scores(heat: np.ndarray, tag_planes: np.ndarray, centre: np.ndarray) 
     return heat - np.round(np.sqrt(total))
 
 
+def per_tile(tiled: np.ndarray, reduce=torch.amax) -> np.ndarray:
+    """``reduce`` (``torch.amax``/``amin``) of ``(..., ny, size, nx, size)`` tiles -> ``(..., ny · nx)``.
+
+    Rows first (an element-wise extremum of contiguous rows), then within each row of tiles: about
+    twice as fast as reducing both tile axes in one call.
+    """
+    return reduce(reduce(torch.from_numpy(tiled), -3), -1).flatten(-2).numpy()
+
+
 @dataclass
 class RefineTiles:
     """One joint's heatmap and tag planes cut into ``size x size`` tiles, with a bound per tile.
@@ -314,8 +323,7 @@ class RefineTiles:
             tag_planes = np.pad(tag_planes, ((0, 0), *pad), mode="edge")
         heat = np.ascontiguousarray(heat).reshape(ny, size, nx, size)
         tags = np.ascontiguousarray(tag_planes).reshape(-1, ny, size, nx, size)
-        # Rows first (an element-wise maximum of contiguous rows), then within each row of tiles.
-        heat_max = torch.from_numpy(heat).amax(1).amax(-1).numpy().ravel()
+        heat_max = per_tile(heat, torch.amax)
         unknown = np.zeros((len(tags), ny * nx), tags.dtype)
         return cls(width, heat, tags, heat_max, unknown, unknown.copy(), np.zeros(ny * nx, bool))
 
@@ -341,10 +349,10 @@ class RefineTiles:
         tile's row-major order is the map's restricted to the tile, so among equal scores the first
         pixel is the one with the smallest flat index.
         """
-        ny, size, nx = self.heat.shape[:3]
+        size, nx = self.heat.shape[1:3]
         ty, tx = np.divmod(tile, nx)
         centre = centres[person].T[:, :, None, None]  # (T, n, 1, 1)
-        scores = refine_scores(self.heat[ty, :, tx], np.moveaxis(self.tags[:, ty, :, tx], 1, 0), centre)
+        scores = refine_scores(self.heat[ty, :, tx], np.moveaxis(self._tag_tiles(tile), 1, 0), centre)
         scores = scores.reshape(len(tile), -1)
         first = scores.argmax(axis=1)
         value = scores[np.arange(len(tile)), first]
@@ -358,15 +366,17 @@ class RefineTiles:
     def _read_tag_ranges(self, tiles: np.ndarray) -> None:
         new = tiles[~self.known[tiles]]
         if new.size * 4 > self.known.size:  # most of the map: whole planes reduce faster than gathered tiles
-            planes = torch.from_numpy(self.tags)  # rows first, as for the heatmap maxima
-            self.tag_low[:] = planes.amin(2).amin(-1).flatten(1).numpy()
-            self.tag_high[:] = planes.amax(2).amax(-1).flatten(1).numpy()
+            self.tag_low[:], self.tag_high[:] = per_tile(self.tags, torch.amin), per_tile(self.tags, torch.amax)
             self.known[:] = True
         elif new.size:
-            ty, tx = np.divmod(new, self.heat.shape[2])
-            block = self.tags[:, ty, :, tx]  # (n, T, size, size)
+            block = self._tag_tiles(new)
             self.tag_low[:, new], self.tag_high[:, new] = block.min(axis=(2, 3)).T, block.max(axis=(2, 3)).T
             self.known[new] = True
+
+    def _tag_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """``(n, T, size, size)`` copies of the given tiles of the tag planes."""
+        ty, tx = np.divmod(tiles, self.heat.shape[2])
+        return self.tags[:, ty, :, tx]
 
 
 def best_refine_pixels(tiles: RefineTiles, centres: np.ndarray, near: list[np.ndarray], batch: int = 8) -> np.ndarray:
