@@ -225,6 +225,7 @@ class TrainConfig:
     amp: str = "auto"  # auto: fp16 autocast + GradScaler on CUDA, off on CPU; or fp16 | bf16 | off
     sync_bn: bool = False  # CUDA only (PyTorch's SyncBatchNorm has no CPU kernel)
     pretrained: str | None = None  # ImageNet HRNet weights (local file) for the backbone
+    init_from: str | None = None  # fine-tune: every weight from a full checkpoint (hhrnet, official, mmpose)
     checkpoint_every: int = 0  # iterations; a checkpoint is always written at each epoch end
     val_every: int = 0  # epochs; 0 = no validation during training
     max_iters: int | None = None  # stop early (smoke runs, tests)
@@ -238,6 +239,9 @@ class TrainConfig:
             raise ConfigError(f"train.amp must be auto, fp16, bf16 or off, got {self.amp!r}")
         if self.batch_size < 1 or self.accumulate < 1:
             raise ConfigError("train.batch_size and train.accumulate must be at least 1")
+        if self.pretrained and self.init_from:
+            raise ConfigError("train.pretrained (backbone only) and train.init_from (every weight) exclude "
+                              "each other; give one")
 
     @property
     def base_lr(self) -> float:

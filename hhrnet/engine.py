@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from .checkpoints import atomic_torch_save, load_pretrained_backbone
+from .checkpoints import atomic_torch_save, load_pretrained_backbone, load_state_dict_strict, read_checkpoint
 from .config import Config, from_dict, save_config, to_dict
 from .data.coco import CocoKeypoints
 from .losses import MultiResolutionLoss
@@ -227,6 +227,9 @@ def build_model(cfg: Config, rt: Runtime) -> nn.Module:
     model = HigherHRNet(cfg.model)
     if cfg.train.pretrained:
         load_pretrained_backbone(model, cfg.train.pretrained)
+    if cfg.train.init_from:
+        state, _ = read_checkpoint(cfg.train.init_from)
+        load_state_dict_strict(model, state, source=f"train.init_from {cfg.train.init_from}")
     model.to(rt.device)
     if rt.world > 1:
         if cfg.train.sync_bn and rt.device.type == "cuda":

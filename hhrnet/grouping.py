@@ -14,9 +14,11 @@ The steps, in the order ``group`` runs them (each a function below):
 
 Everything follows the official HigherHRNet ``HeatmapParser`` number for number (see
 ``shared/reference/official_pipeline.md``), in numpy.  It is fast because no step touches a pixel whose
-outcome is already decided: NMS and top-k look only at pixels above the detection threshold, refine
-only at tiles whose bound (largest heatmap value, nearest tag) could still beat the best score found
-so far; the results are the same as the reference's full-map computations, ties included.
+outcome is already decided: one pass takes the maximum of every 32 x 32 tile of every heatmap
+(``tile_maxima``); NMS and top-k then read only the tiles whose maximum is above the detection
+threshold, and refine only the tiles whose bound (largest heatmap value, nearest tag) could still
+beat the best score found so far.  The results are the same as the reference's full-map
+computations, ties included.
 
 A grouped image is an array ``(people, K, 3 + T)``: ``x, y, value`` then the ``T``-dimensional tag of
 each joint, zeros for joints that were not found.  Coordinates are heatmap pixels.
@@ -35,6 +37,9 @@ from hhrnet.config import TestConfig
 # Head, shoulders and hips first: they are the most reliable, so they found the people and fix each
 # person's mean tag before the limbs are matched (official order, COCO skeleton only).
 COCO_JOINT_ORDER: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
+
+# Side of the square tiles whose maxima (and tag ranges) let NMS and refine skip most of a map.
+TILE = 32
 
 # Cost of a padding column when there are more candidates than people: never chosen over a real one.
 UNMATCHABLE = 1e10
@@ -68,16 +73,61 @@ def joint_order(num_joints: int) -> tuple[int, ...]:
     return COCO_JOINT_ORDER if num_joints == len(COCO_JOINT_ORDER) else tuple(range(num_joints))
 
 
-def local_maxima(heatmaps: np.ndarray, kernel: int = 5, floor: float = 0.0) -> np.ndarray:
+def tile_view(maps: np.ndarray, **pad: object) -> np.ndarray:
+    """``(..., H, W)`` maps as ``(..., ny, TILE, nx, TILE)`` tiles: a view, or a copy padded to whole
+    tiles by ``np.pad(**pad)`` when the map size is not a multiple of ``TILE`` (test-time maps are)."""
+    height, width = maps.shape[-2:]
+    ny, nx = -(-height // TILE), -(-width // TILE)
+    if (ny * TILE, nx * TILE) != (height, width):
+        maps = np.pad(maps, [(0, 0)] * (maps.ndim - 2) + [(0, ny * TILE - height), (0, nx * TILE - width)], **pad)
+    return np.ascontiguousarray(maps).reshape(*maps.shape[:-2], ny, TILE, nx, TILE)
+
+
+def per_tile(tiled: np.ndarray, reduce=torch.amax) -> np.ndarray:
+    """``reduce`` (``torch.amax``/``amin``) of ``(..., ny, TILE, nx, TILE)`` tiles -> ``(..., ny · nx)``.
+
+    Rows first (an element-wise extremum of contiguous rows), then within each row of tiles: about
+    twice as fast as reducing both tile axes in one call.
+    """
+    return reduce(reduce(torch.from_numpy(tiled), -3), -1).flatten(-2).numpy()
+
+
+def tile_maxima(heatmaps: np.ndarray) -> np.ndarray:
+    """``(..., H, W)`` -> ``(..., ny · nx)``: the largest value of each ``TILE x TILE`` tile (NaN if any is).
+
+    The one pass over the heatmaps that the degenerate-map check, NMS and refine share.
+    """
+    return per_tile(tile_view(heatmaps, constant_values=-np.inf), torch.amax)
+
+
+def pixels_above(heatmaps: np.ndarray, floor: float, tile_max: np.ndarray) -> np.ndarray:
+    """Flat indices of the pixels of ``heatmaps (..., H, W)`` above ``floor``, read only in the tiles
+    whose maximum (``tile_max (..., ny · nx)``) is, in no particular order.  Mostly-hot maps take one
+    full pass."""
+    hot = np.flatnonzero(tile_max.reshape(-1) > floor)
+    if hot.size * 4 > tile_max.size:
+        return np.flatnonzero(heatmaps.reshape(-1) > floor)
+    height, width = heatmaps.shape[-2:]
+    tiled = tile_view(heatmaps.reshape(-1, height, width), constant_values=-np.inf)
+    nx = tiled.shape[3]
+    channel, tile = np.divmod(hot, tile_max.shape[-1])
+    ty, tx = np.divmod(tile, nx)
+    which, row, col = np.nonzero(tiled[channel, ty, :, tx] > floor)
+    return (channel[which] * height + ty[which] * TILE + row) * width + tx[which] * TILE + col
+
+
+def local_maxima(heatmaps: np.ndarray, kernel: int = 5, floor: float = 0.0,
+                 tile_max: np.ndarray | None = None) -> np.ndarray:
     """Flat indices of the pixels above ``floor`` that equal the max of their ``kernel x kernel`` window.
 
     The reference max-pools the whole map (stride 1, padding kernel//2) and keeps ``value == pooled``;
-    only pixels above ``floor`` are tested here, each against its (border-clipped) window.  Dense maps
-    (an untrained network puts a twentieth or more of its pixels above the floor) take one max-pool.
+    only pixels above ``floor`` are tested here (found through the tile maxima, ``tile_maxima``), each
+    against its (border-clipped) window.  Dense maps (an untrained network puts a twentieth or more of
+    its pixels above the floor) take one max-pool.
     """
     height, width = heatmaps.shape[-2:]
     flat = heatmaps.reshape(-1)
-    index = np.flatnonzero(flat > floor)
+    index = pixels_above(heatmaps, floor, tile_maxima(heatmaps) if tile_max is None else tile_max)
     value = flat[index]
     if index.size * 20 > flat.size:
         maps = torch.from_numpy(np.ascontiguousarray(heatmaps).reshape(-1, 1, height, width))
@@ -94,16 +144,17 @@ def local_maxima(heatmaps: np.ndarray, kernel: int = 5, floor: float = 0.0) -> n
     return index[is_max]
 
 
-def top_candidates(heatmaps: np.ndarray, tags: np.ndarray, k: int, kernel: int = 5,
-                   floor: float = 0.0) -> Candidates:
+def top_candidates(heatmaps: np.ndarray, tags: np.ndarray, k: int, kernel: int = 5, floor: float = 0.0,
+                   tile_max: np.ndarray | None = None) -> Candidates:
     """The ``k`` largest local maxima above ``floor`` per joint (``heatmaps (N, K, H, W)``, ``tags (N, K, H, W, T)``).
 
     Equal values are ordered by position (row-major).  With ``floor`` = the detection threshold the
-    grouping is unchanged (weaker candidates are dropped by matching anyway) and far fewer pixels are read.
+    grouping is unchanged (weaker candidates are dropped by matching anyway) and far fewer pixels are
+    read.  ``tile_max`` is ``tile_maxima(heatmaps)`` when the caller has it already.
     """
     n, num_joints, height, width = heatmaps.shape
     tag_dim = tags.shape[-1]
-    peaks = local_maxima(heatmaps, kernel, floor)
+    peaks = local_maxima(heatmaps, kernel, floor, tile_max)
     flat = heatmaps.reshape(-1)
     channel, pixel = np.divmod(peaks, height * width)
     order = np.lexsort((peaks, -flat[peaks], channel))  # by channel, value descending, position
@@ -281,26 +332,17 @@ def refine_scores(heat: np.ndarray, tag_planes: np.ndarray, centre: np.ndarray) 
     return heat - np.round(np.sqrt(total))
 
 
-def per_tile(tiled: np.ndarray, reduce=torch.amax) -> np.ndarray:
-    """``reduce`` (``torch.amax``/``amin``) of ``(..., ny, size, nx, size)`` tiles -> ``(..., ny · nx)``.
-
-    Rows first (an element-wise extremum of contiguous rows), then within each row of tiles: about
-    twice as fast as reducing both tile axes in one call.
-    """
-    return reduce(reduce(torch.from_numpy(tiled), -3), -1).flatten(-2).numpy()
-
-
 @dataclass
 class RefineTiles:
-    """One joint's heatmap and tag planes cut into ``size x size`` tiles, with a bound per tile.
+    """One joint's heatmap and tag planes cut into ``TILE x TILE`` tiles, with a bound per tile.
 
-    ``heat (ny, size, nx, size)`` and ``tags (T, ny, size, nx, size)`` are views of the maps (copies
-    padded to whole tiles when the map size is not a multiple of ``size``: heat ``-inf``, so padding
+    ``heat (ny, TILE, nx, TILE)`` and ``tags (T, ny, TILE, nx, TILE)`` are views of the maps (copies
+    padded to whole tiles when the map size is not a multiple of ``TILE``: heat ``-inf``, so padding
     never wins, tags by edge repetition, which changes no range).  Per tile, the largest heatmap value
     and the tag range bound the refine score of every pixel in it from above (``max heat − round(
     distance from the centre to the tag box)``); IEEE arithmetic is monotone and the bound sums the
     squares in the same order as ``refine_scores``, so it holds for the float32 scores exactly.  The
-    heatmap maxima cost one pass over the map; a tile's tag range is read only when its heatmap
+    heatmap maxima are ``tile_maxima``, shared with NMS; a tile's tag range is read only when its heatmap
     maximum alone cannot rule it out, and is then kept for the joint's other people.
     """
 
@@ -313,19 +355,14 @@ class RefineTiles:
     known: np.ndarray  # (ny · nx,) bool
 
     @classmethod
-    def of(cls, heat: np.ndarray, tag_planes: np.ndarray, size: int = 32) -> "RefineTiles":
-        """Tiles of ``heat (H, W)`` and ``tag_planes (T, H, W)`` (contiguous planes are not copied)."""
-        height, width = heat.shape
-        ny, nx = -(-height // size), -(-width // size)
-        pad = ((0, ny * size - height), (0, nx * size - width))
-        if any(after for _, after in pad):
-            heat = np.pad(heat, pad, constant_values=-np.inf)
-            tag_planes = np.pad(tag_planes, ((0, 0), *pad), mode="edge")
-        heat = np.ascontiguousarray(heat).reshape(ny, size, nx, size)
-        tags = np.ascontiguousarray(tag_planes).reshape(-1, ny, size, nx, size)
-        heat_max = per_tile(heat, torch.amax)
-        unknown = np.zeros((len(tags), ny * nx), tags.dtype)
-        return cls(width, heat, tags, heat_max, unknown, unknown.copy(), np.zeros(ny * nx, bool))
+    def of(cls, heat: np.ndarray, tag_planes: np.ndarray, heat_max: np.ndarray | None = None) -> "RefineTiles":
+        """Tiles of ``heat (H, W)`` and ``tag_planes (T, H, W)`` (contiguous planes are not copied);
+        ``heat_max`` is ``tile_maxima(heat)`` when the caller has it already."""
+        tiles = tile_view(heat, constant_values=-np.inf)
+        heat_max = per_tile(tiles, torch.amax) if heat_max is None else heat_max
+        unknown = np.zeros((len(tag_planes), heat_max.size), tag_planes.dtype)
+        return cls(heat.shape[1], tiles, tile_view(tag_planes, mode="edge"), heat_max, unknown, unknown.copy(),
+                   np.zeros(heat_max.size, bool))
 
     def tiles_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Flat indices of the tiles holding pixels ``(x, y)``, without repeats."""
@@ -365,7 +402,7 @@ class RefineTiles:
 
     def _read_tag_ranges(self, tiles: np.ndarray) -> None:
         new = tiles[~self.known[tiles]]
-        if new.size * 4 > self.known.size:  # most of the map: whole planes reduce faster than gathered tiles
+        if new.size * 2 > self.known.size:  # most of the map: whole planes reduce faster than gathered tiles
             self.tag_low[:], self.tag_high[:] = per_tile(self.tags, torch.amin), per_tile(self.tags, torch.amax)
             self.known[:] = True
         elif new.size:
@@ -413,14 +450,16 @@ def best_refine_pixels(tiles: RefineTiles, centres: np.ndarray, near: list[np.nd
     return pixel
 
 
-def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.ndarray:
+def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray,
+           tile_max: np.ndarray | None = None) -> np.ndarray:
     """Fill each person's missing joints from the whole map, guided by the person's mean tag.
 
     For a missing (person, joint) pair the new position maximises ``heatmap − round(‖tag − mean tag‖)``
     over the map (first pixel in row-major order on ties; ``best_refine_pixels``): a pixel whose tag is
     within half a unit of the person's competes on heatmap value alone, one a unit away pays 1.  The
     position gets +0.5 and the quarter-pixel shift; it is used only if the heatmap value there is
-    > 0.  Detected joints are left alone.  ``heatmaps (K, H, W)``, ``tags (K, H, W, T)``.
+    > 0.  Detected joints are left alone.  ``heatmaps (K, H, W)``, ``tags (K, H, W, T)``; ``tile_max``
+    is ``tile_maxima(heatmaps)`` when the caller has it already.
     """
     joints = joints.copy()
     width = heatmaps.shape[2]
@@ -432,7 +471,8 @@ def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray) -> np.nda
     pixel = np.empty(len(person), np.int64)
     near: list[np.ndarray] = []  # per person: the tiles of its detected joints (same grid for every joint)
     for k in np.unique(joint):
-        tiles = RefineTiles.of(heatmaps[k], np.moveaxis(tags[k], -1, 0))  # planes contiguous from ``aggregate``
+        tiles = RefineTiles.of(heatmaps[k], np.moveaxis(tags[k], -1, 0),  # planes contiguous from ``aggregate``
+                               None if tile_max is None else tile_max[k])
         if not near:
             near = [tiles.tiles_at(*joints[p, ~missing[p], :2].T) for p in range(len(joints))]
         pairs = np.flatnonzero(joint == k)
@@ -452,9 +492,9 @@ def _as_numpy(maps: torch.Tensor | np.ndarray) -> np.ndarray:
     return maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
 
 
-def _degenerate(heatmaps: np.ndarray) -> str | None:
-    """What is wrong with maps no network should produce (one pass over the maps when nothing is)."""
-    peak = heatmaps.max()
+def _degenerate(heatmaps: np.ndarray, tile_max: np.ndarray) -> str | None:
+    """What is wrong with maps no network should produce (read off the tile maxima when nothing is)."""
+    peak = tile_max.max()
     if not np.isfinite(peak):
         return "non-finite values"
     if peak == 0 and heatmaps.min() == 0:
@@ -471,10 +511,11 @@ def group(heatmaps: torch.Tensor | np.ndarray, tags: torch.Tensor | np.ndarray,
     """
     heatmaps, tags = _as_numpy(heatmaps), _as_numpy(tags)
     num_joints, tag_dim = heatmaps.shape[1], tags.shape[-1]
-    candidates = top_candidates(heatmaps, tags, test.max_people, test.nms_kernel, test.detection_threshold)
+    tile_max = tile_maxima(heatmaps)
+    candidates = top_candidates(heatmaps, tags, test.max_people, test.nms_kernel, test.detection_threshold, tile_max)
     results = []
     for i in range(len(heatmaps)):
-        problem = _degenerate(heatmaps[i])
+        problem = _degenerate(heatmaps[i], tile_max[i])
         if problem:
             warnings.warn(f"image {i} of the batch: heatmaps contain {problem}; no people returned",
                           RuntimeWarning, stacklevel=2)
@@ -485,6 +526,6 @@ def group(heatmaps: torch.Tensor | np.ndarray, tags: torch.Tensor | np.ndarray,
             joints = adjust(joints, heatmaps[i])
         scores = person_scores(joints)
         if test.refine and len(joints):
-            joints = refine(joints, heatmaps[i], tags[i])
+            joints = refine(joints, heatmaps[i], tags[i], tile_max[i])
         results.append(GroupedImage(joints, scores))
     return results
