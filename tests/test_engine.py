@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import COCO_MINI, REPO
-from hhrnet.checkpoints import load_model, read_checkpoint
-from hhrnet.config import preset, save_config
+from hhrnet.checkpoints import CheckpointError, load_model, read_checkpoint
+from hhrnet.config import ConfigError, preset, save_config
 from hhrnet.engine import TrainingError, read_metrics, train
 from hhrnet.inference import Predictor, evaluate_dataset
 from hhrnet.losses import MultiResolutionLoss
@@ -62,6 +62,22 @@ def test_resume_refuses_a_changed_config(coco_root, tmp_path):
     train(cfg, tmp_path, progress=False)
     with pytest.raises(TrainingError, match="train.lr"):
         train(cfg.override(**{"train.lr": 0.1}), tmp_path, resume=True, progress=False)
+
+
+def test_init_from_starts_from_every_weight_of_a_checkpoint(coco_root, tmp_path):
+    """Fine-tuning: a run with ``train.init_from`` begins at the given checkpoint's weights (lr 0
+    keeps them), with a fresh optimiser; a checkpoint of another network is refused by name."""
+    cfg = tiny_config(coco_root, max_iters=2)
+    train(cfg, tmp_path / "source", progress=False)
+    train(cfg.override(**{"train.init_from": str(tmp_path / "source" / "last.pth"), "train.lr": 0.0,
+                          "train.seed": 1}), tmp_path / "tuned", progress=False)
+    source, tuned = load_model(tmp_path / "source" / "last.pth")[0], load_model(tmp_path / "tuned" / "last.pth")[0]
+    assert all(torch.equal(a, b) for a, b in zip(source.parameters(), tuned.parameters()))
+    wider = cfg.override(**{"model.width": 16, "train.init_from": str(tmp_path / "source" / "last.pth")})
+    with pytest.raises(CheckpointError, match=r"train.init_from .*source/last.pth does not fit the model"):
+        train(wider, tmp_path / "wider", progress=False)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        cfg.override(**{"train.init_from": "a.pth", "train.pretrained": "b.pth"})
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(coco_root, tmp_path, monkeypatch):
