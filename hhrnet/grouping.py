@@ -351,7 +351,6 @@ def best_refine_pixels(heat: np.ndarray, tag_planes: np.ndarray, centres: np.nda
     of the joint are found through the tile maxima ``heat_max`` and scored for every person at once.
     On a trained network's maps they are a few hundred: the peaks, not the background.
     """
-    height, width = heat.shape
     tiles, tag_tiles = tile_view(heat, constant_values=-np.inf), tile_view(tag_planes, mode="edge")
     person = np.repeat(np.arange(len(centres)), [len(n) for n in near])
     ty, tx = np.divmod(np.concatenate(near), tiles.shape[2])
