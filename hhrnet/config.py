@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -297,19 +298,44 @@ def from_dict(d: Mapping[str, Any], cls: type = Config, where: str = "") -> Any:
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(where + '.' + k if where else k for k in unknown)}")
     kwargs: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
     for key, value in d.items():
         sub = _dataclass_type(cls, key)
         path = f"{where}.{key}" if where else key
-        if sub is not None:
-            kwargs[key] = from_dict(value, sub, path)
-        elif isinstance(value, list):
-            kwargs[key] = tuple(value)
-        else:
-            kwargs[key] = value
+        kwargs[key] = from_dict(value, sub, path) if sub is not None else _typed(value, hints[key], path)
     try:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"config{' ' + where if where else ''}: {err}") from None
+
+
+def _typed(value: Any, hint: Any, path: str) -> Any:
+    """``value`` checked against (and converted to) a field's type, or an error naming the key.
+
+    YAML and the command line give ints where floats are meant, lists for tuples and, for ``1e-3``
+    (no dot: not a float in YAML 1.1), a string; all three are accepted.
+    """
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, (list, tuple)):
+            items = args[:1] * len(value) if args[-1] is Ellipsis else args
+            if len(items) == len(value):
+                return tuple(_typed(v, h, f"{path}[{i}]") for i, (v, h) in enumerate(zip(value, items)))
+        count = "a list" if args[-1] is Ellipsis else f"a list of {len(args)}"
+        raise ConfigError(f"{path} must be {count} of {args[0].__name__}, got {value!r}")
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{path} must be {'a number' if hint is float else hint.__name__}, got {value!r}")
 
 
 def _dataclass_type(cls: type, key: str) -> type | None:

@@ -43,6 +43,23 @@ def test_overrides_are_typed_and_checked():
         parse_overrides(["width"])
 
 
+def test_values_are_checked_against_the_field_types(tmp_path):
+    """YAML reads ``1e-3`` as a string and ints where floats are meant: both become floats; a value
+    of the wrong kind is an error naming the key, not a crash deep inside training."""
+    cfg = load_config("w32_512", parse_overrides(["train.lr=4e-3", "data.max_rotation=30", "test.scales=[2, 1]"]))
+    assert cfg.train.lr == 0.004 and isinstance(cfg.data.max_rotation, float) and cfg.test.scales == (2.0, 1.0)
+    (tmp_path / "c.yaml").write_text("train: {lr: 1e-3}\n")
+    assert load_config(str(tmp_path / "c.yaml")).train.lr == 0.001
+    for override, message in [("train.lr=fast", r"train.lr must be a number, got 'fast'"),
+                              ("model.width=32.5", r"model.width must be int, got 32.5"),
+                              ("test.flip_test=1", r"test.flip_test must be bool, got 1"),
+                              ("train.epochs=true", r"train.epochs must be int, got True"),
+                              ("data.flip_index=3", r"data.flip_index must be a list of int, got 3"),
+                              ("train.pretrained=[a]", r"train.pretrained must be str, got \['a'\]")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config("w32_512", parse_overrides([override]))
+
+
 def test_bad_config_file_is_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {width: 8, colour: red}\n")
