@@ -3,7 +3,9 @@
 Scene: base maps of 512 x 768 (a 4:3 landscape image at input size 512), 17 joints, flip-test tags
 (T = 2), shaped like a trained network's output: each person's tag covers its body region in every
 joint's tag map, a Gaussian peak per visible joint, about 15% of the joints missing (so refine has
-work), a faint noisy background.  ``8 people``: a typical image; ``30 people``: a crowd that fills
+work), a faint noisy background.  ``8 people``: a typical image; ``tags only at the joints``: the
+same, but a joint's tag map carries the person's tag only around that joint (so the tiles near a
+person tell refine little and its tag bounds must do the work); ``30 people``: a crowd that fills
 the 30 candidates x 17 joints of the top-k.  Prints per-stage medians, the whole ``group`` (adjust
 + refine) median, the forward-pass median and the ratios (goal: < 2%).
 
@@ -33,10 +35,11 @@ def paint_peak(heatmaps: np.ndarray, joint: int, x: int, y: int, value: float, s
     heatmaps[window] = np.maximum(heatmaps[window], blob)
 
 
-def scene(people: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def scene(people: int, seed: int = 0, body_tags: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(1, K, H, W)`` heatmaps and ``(1, K, H, W, 2)`` tags of ``people`` planted people.
 
-    People stand in distinct cells of an 85-pixel grid (so bodies do not overlap); tags are 1.3 apart.
+    People stand in distinct cells of an 85-pixel grid (so bodies do not overlap); tags are 1.3 apart,
+    over the whole body in every joint's map, or (``body_tags=False``) in a 13 x 13 window around each joint.
     """
     rng = np.random.default_rng(seed)
     heatmaps = rng.normal(0.0, 0.005, (JOINTS, HEIGHT, WIDTH)).astype(np.float32)
@@ -46,11 +49,15 @@ def scene(people: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         cy, cx = (cell // (WIDTH // CELL)) * CELL + CELL // 2, (cell % (WIDTH // CELL)) * CELL + CELL // 2
         tag = np.full(2, (person - people / 2) * 1.3, np.float32)
         body = (slice(None), slice(cy - 40, cy + 40), slice(cx - 40, cx + 40))
-        tags[body] = tag + rng.normal(0.0, 0.1, tags[body].shape).astype(np.float32)
+        if body_tags:
+            tags[body] = tag + rng.normal(0.0, 0.1, tags[body].shape).astype(np.float32)
         for joint in range(JOINTS):
             if rng.random() < 0.85:
                 x, y = cx + int(rng.integers(-35, 35)), cy + int(rng.integers(-35, 35))
                 paint_peak(heatmaps, joint, x, y, rng.uniform(0.3, 0.9))
+                if not body_tags:
+                    window = (joint, slice(y - 6, y + 7), slice(x - 6, x + 7))
+                    tags[window] = tag + rng.normal(0.0, 0.1, tags[window].shape).astype(np.float32)
     planes = np.ascontiguousarray(np.moveaxis(tags, -1, 1))  # (K, T, H, W) in memory, as ``aggregate`` returns
     return heatmaps[None], np.moveaxis(planes, 1, -1)[None]
 
@@ -73,8 +80,8 @@ def main() -> None:
             forward = median_seconds(lambda: model(x), max(3, args.repeats // 4))
         print(f"forward W32 (1x3x{HEIGHT}x{WIDTH}), one pass: {forward * 1e3:8.1f} ms")
 
-    for people in (8, 30):
-        heatmaps, tags = scene(people)
+    for people, body_tags in ((8, True), (8, False), (30, True)):
+        heatmaps, tags = scene(people, body_tags=body_tags)
         cand = top_candidates(heatmaps, tags, test.max_people, floor=test.detection_threshold)
         values, xy, ctags = cand.values[0], cand.xy[0], cand.tags[0]
         matched = match_by_tag(values, xy, ctags, test)
@@ -87,7 +94,7 @@ def main() -> None:
             "group (all)": lambda: group(heatmaps, tags, test),
         }
         missing = int((adjusted[..., 2] == 0).sum())
-        print(f"\n{people} people: {int((values > test.detection_threshold).sum())} candidates above threshold, "
+        print(f"\n{people} people{'' if body_tags else ', tags only at the joints'}: {int((values > test.detection_threshold).sum())} candidates above threshold, "
               f"{len(matched)} people, {missing} missing joints to refine")
         for stage, fn in stages.items():
             seconds = median_seconds(fn, args.repeats)

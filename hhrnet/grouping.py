@@ -16,8 +16,9 @@ Everything follows the official HigherHRNet ``HeatmapParser`` number for number 
 ``shared/reference/official_pipeline.md``), in numpy.  It is fast because no step touches a pixel whose
 outcome is already decided: one pass takes the maximum of every 32 x 32 tile of every heatmap
 (``tile_maxima``); NMS and top-k then read only the tiles whose maximum is above the detection
-threshold, and refine scores only the pixels bright enough to beat a score already found near the
-person.  The results are the same as the reference's full-map computations, ties included.
+threshold, and refine only the tiles whose bound (largest heatmap value, nearest tag) could still
+beat the best score found so far.  The results are the same as the reference's full-map
+computations, ties included.
 
 A grouped image is an array ``(people, K, 3 + T)``: ``x, y, value`` then the ``T``-dimensional tag of
 each joint, zeros for joints that were not found.  Coordinates are heatmap pixels.
@@ -331,37 +332,122 @@ def refine_scores(heat: np.ndarray, tag_planes: np.ndarray, centre: np.ndarray) 
     return heat - np.round(np.sqrt(total))
 
 
-def own_tiles(joints: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray]:
-    """Per person of ``joints (P, K, 3 + T)``: the flat indices of the ``TILE x TILE`` tiles of an
-    ``(H, W)`` map that hold its detected joints, without repeats."""
-    nx = -(-shape[1] // TILE)
-    return [np.unique((person[person[:, 2] > 0, 1] // TILE).astype(np.int64) * nx
-                      + (person[person[:, 2] > 0, 0] // TILE).astype(np.int64)) for person in joints]
+@dataclass
+class RefineTiles:
+    """One joint's heatmap and tag planes cut into ``TILE x TILE`` tiles, with a bound per tile.
 
-
-def best_refine_pixels(heat: np.ndarray, tag_planes: np.ndarray, centres: np.ndarray, near: list[np.ndarray],
-                       heat_max: np.ndarray) -> np.ndarray:
-    """For each person (mean tag ``centres (P, T)``), the flat index of the pixel of ``heat (H, W)`` and
-    ``tag_planes (T, H, W)`` maximising ``refine_scores`` (the first one on ties).
-
-    A pixel's score is its heatmap value minus a rounded distance, never more than the value itself.
-    So once some pixel is known to score ``b`` for a person, the winner (and every pixel tying it) is
-    among the pixels whose heatmap value reaches ``b``.  ``b`` comes from the person's own tiles
-    (``near``: where its detected joints lie, and so its tag); the pixels reaching the smallest ``b``
-    of the joint are found through the tile maxima ``heat_max`` and scored for every person at once.
-    On a trained network's maps they are a few hundred: the peaks, not the background.
+    ``heat (ny, TILE, nx, TILE)`` and ``tags (T, ny, TILE, nx, TILE)`` are views of the maps (copies
+    padded to whole tiles when the map size is not a multiple of ``TILE``: heat ``-inf``, so padding
+    never wins, tags by edge repetition, which changes no range).  Per tile, the largest heatmap value
+    and the tag range bound the refine score of every pixel in it from above (``max heat − round(
+    distance from the centre to the tag box)``); IEEE arithmetic is monotone and the bound sums the
+    squares in the same order as ``refine_scores``, so it holds for the float32 scores exactly.  The
+    heatmap maxima are ``tile_maxima``, shared with NMS; a tile's tag range is read only when its heatmap
+    maximum alone cannot rule it out, and is then kept for the joint's other people.
     """
-    tiles, tag_tiles = tile_view(heat, constant_values=-np.inf), tile_view(tag_planes, mode="edge")
-    person = np.repeat(np.arange(len(centres)), [len(n) for n in near])
-    ty, tx = np.divmod(np.concatenate(near), tiles.shape[2])
-    own = refine_scores(tiles[ty, :, tx], np.moveaxis(tag_tiles[:, ty, :, tx], 1, 0), centres[person].T[:, :, None, None])
-    starts = np.searchsorted(person, np.arange(len(centres)))
-    bound = np.maximum.reduceat(own.reshape(len(person), -1).max(axis=1), starts).astype(heat.dtype)
-    just_below = np.nextafter(bound.min(), heat.dtype.type(-np.inf))  # "> just_below" is ">= the smallest bound"
-    pixel = np.sort(pixels_above(heat, just_below, heat_max))
-    scores = refine_scores(heat.reshape(-1)[pixel], tag_planes.reshape(len(tag_planes), -1)[:, None, pixel],
-                           centres.T[:, :, None])
-    return pixel[scores.argmax(axis=1)]
+
+    width: int
+    heat: np.ndarray
+    tags: np.ndarray
+    heat_max: np.ndarray  # (ny · nx,) row-major tiles
+    tag_low: np.ndarray  # (T, ny · nx), valid where ``known``
+    tag_high: np.ndarray
+    known: np.ndarray  # (ny · nx,) bool
+
+    @classmethod
+    def of(cls, heat: np.ndarray, tag_planes: np.ndarray, heat_max: np.ndarray | None = None) -> "RefineTiles":
+        """Tiles of ``heat (H, W)`` and ``tag_planes (T, H, W)`` (contiguous planes are not copied);
+        ``heat_max`` is ``tile_maxima(heat)`` when the caller has it already."""
+        tiles = tile_view(heat, constant_values=-np.inf)
+        heat_max = per_tile(tiles, torch.amax) if heat_max is None else heat_max
+        unknown = np.zeros((len(tag_planes), heat_max.size), tag_planes.dtype)
+        return cls(heat.shape[1], tiles, tile_view(tag_planes, mode="edge"), heat_max, unknown, unknown.copy(),
+                   np.zeros(heat_max.size, bool))
+
+    def tiles_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Flat indices of the tiles holding pixels ``(x, y)``, without repeats."""
+        ny, size, nx = self.heat.shape[:3]
+        ty, tx = np.clip(y.astype(np.int64) // size, 0, ny - 1), np.clip(x.astype(np.int64) // size, 0, nx - 1)
+        return np.unique(ty * nx + tx)
+
+    def upper_bounds(self, centres: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+        """``(P, n)``: the largest refine score any pixel of each given tile can reach, per centre ``(P, T)``."""
+        self._read_tag_ranges(tiles)
+        low, high = self.tag_low[:, None, tiles], self.tag_high[:, None, tiles]  # (T, 1, n)
+        centre = centres.T[:, :, None]  # (T, P, 1)
+        gap = np.maximum(np.maximum(low - centre, centre - high), 0)
+        return refine_scores(self.heat_max[tiles], gap, np.zeros(len(gap), gap.dtype))
+
+    def best_per_person(self, person: np.ndarray, tile: np.ndarray, centres: np.ndarray,
+                        people: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best refine score of each person over its ``(person, tile)`` pairs, and its first pixel.
+
+        Returns ``(people,)`` scores (``-inf`` for a person without pairs) and flat map indices.  A
+        tile's row-major order is the map's restricted to the tile, so among equal scores the first
+        pixel is the one with the smallest flat index.
+        """
+        size, nx = self.heat.shape[1:3]
+        ty, tx = np.divmod(tile, nx)
+        centre = centres[person].T[:, :, None, None]  # (T, n, 1, 1)
+        scores = refine_scores(self.heat[ty, :, tx], np.moveaxis(self._tag_tiles(tile), 1, 0), centre)
+        scores = scores.reshape(len(tile), -1)
+        first = scores.argmax(axis=1)
+        value = scores[np.arange(len(tile)), first]
+        pixel = (ty * size + first // size) * self.width + tx * size + first % size
+        order = np.lexsort((pixel, -value, person))  # per person: best score, then first pixel
+        winners = order[np.unique(person[order], return_index=True)[1]]
+        best_score, best_pixel = np.full(people, -np.inf, np.float32), np.zeros(people, np.int64)
+        best_score[person[winners]], best_pixel[person[winners]] = value[winners], pixel[winners]
+        return best_score, best_pixel
+
+    def _read_tag_ranges(self, tiles: np.ndarray) -> None:
+        new = tiles[~self.known[tiles]]
+        if new.size * 2 > self.known.size:  # most of the map: whole planes reduce faster than gathered tiles
+            self.tag_low[:], self.tag_high[:] = per_tile(self.tags, torch.amin), per_tile(self.tags, torch.amax)
+            self.known[:] = True
+        elif new.size:
+            block = self._tag_tiles(new)
+            self.tag_low[:, new], self.tag_high[:, new] = block.min(axis=(2, 3)).T, block.max(axis=(2, 3)).T
+            self.known[new] = True
+
+    def _tag_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """``(n, T, size, size)`` copies of the given tiles of the tag planes."""
+        ty, tx = np.divmod(tiles, self.heat.shape[2])
+        return self.tags[:, ty, :, tx]
+
+
+def best_refine_pixels(tiles: RefineTiles, centres: np.ndarray, near: list[np.ndarray], batch: int = 8) -> np.ndarray:
+    """For each person (mean tag ``centres (P, T)``), the flat index of the pixel maximising
+    ``refine_scores`` over the map (the first one on ties).
+
+    Branch and bound over tiles, all people of a joint at once.  Each person's tiles ``near`` (its
+    own body, where a missing joint most often is) are scored exactly first, which gives a tight
+    lower bound ``b`` on its best score.  A tile elsewhere can only hold the winner (or tie with it)
+    if its heatmap maximum reaches ``b`` and its tag-aware bound does too.  Those are scored best
+    bound first, in growing batches, raising ``b`` as better pixels turn up.  Same result as
+    scoring the whole map; usually a handful of tiles are read per person.
+    """
+    people = len(centres)
+    person = np.repeat(np.arange(people), [len(n) for n in near])
+    own = np.concatenate(near)
+    score, pixel = tiles.best_per_person(person, own, centres, people)
+    hot = np.flatnonzero(tiles.heat_max >= score.min())  # no other tile can beat anyone
+    upper = tiles.upper_bounds(centres, hot)
+    done = np.isin(own, hot)
+    upper[person[done], np.searchsorted(hot, own[done])] = -np.inf  # own tiles are scored already
+    order = np.argsort(-upper, axis=1, kind="stable")
+    upper = np.take_along_axis(upper, order, axis=1)  # each person's bounds, best first
+    start = 0
+    while start < len(hot):
+        todo_person, column = np.nonzero(upper[:, start:start + batch] >= score[:, None])
+        if not todo_person.size:  # bounds are sorted: no later tile can reach b either
+            break
+        column += start
+        other_score, other_pixel = tiles.best_per_person(todo_person, hot[order[todo_person, column]], centres, people)
+        better = (other_score > score) | ((other_score == score) & (other_pixel < pixel))
+        score, pixel = np.where(better, other_score, score), np.where(better, other_pixel, pixel)
+        start, batch = start + batch, batch * 4
+    return pixel
 
 
 def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray,
@@ -383,13 +469,14 @@ def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray,
     centres = mean_tags(joints)
     person, joint = np.nonzero(missing.T)[::-1]  # grouped by joint
     pixel = np.empty(len(person), np.int64)
-    near = own_tiles(joints, heatmaps.shape[1:])
-    if tile_max is None:
-        tile_max = tile_maxima(heatmaps)
+    near: list[np.ndarray] = []  # per person: the tiles of its detected joints (same grid for every joint)
     for k in np.unique(joint):
+        tiles = RefineTiles.of(heatmaps[k], np.moveaxis(tags[k], -1, 0),  # planes contiguous from ``aggregate``
+                               None if tile_max is None else tile_max[k])
+        if not near:
+            near = [tiles.tiles_at(*joints[p, ~missing[p], :2].T) for p in range(len(joints))]
         pairs = np.flatnonzero(joint == k)
-        pixel[pairs] = best_refine_pixels(heatmaps[k], np.moveaxis(tags[k], -1, 0),  # planes contiguous from ``aggregate``
-                                          centres[person[pairs]], [near[p] for p in person[pairs]], tile_max[k])
+        pixel[pairs] = best_refine_pixels(tiles, centres[person[pairs]], [near[p] for p in person[pairs]])
     y, x = np.divmod(pixel, width)
     value = heatmaps[joint, y, x]
     dx, dy = quarter_offsets(heatmaps, joint, x, y)
