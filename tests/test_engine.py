@@ -118,7 +118,7 @@ def test_ddp_two_processes_equal_one_process_with_accumulation(coco_root, tmp_pa
         [r["total"] for r in read_metrics(tmp_path / "single")], rel=1e-5)
 
 
-OVERFIT_ITERS = 800
+OVERFIT_ITERS = 1000
 OVERFIT_IMAGES = (785, 40083, 196141, 197388)  # coco_mini val2017: 1, 2, 4 and 5 labelled people
 
 
@@ -138,29 +138,30 @@ def four_images(tmp_path_factory):
 
 @pytest.mark.slow
 def test_overfits_four_real_images(four_images, tmp_path):
-    """The whole chain learns: a small HigherHRNet memorises 4 real COCO images (AP 0.73 measured).
+    """The whole chain learns: a small HigherHRNet memorises 4 real COCO images (every person found).
 
-    Training sees each image at exactly its test scale (short side = input size, no zoom, no
-    rotation, no flip) and random shifts, so the side people of landscape photos are seen too; the
-    test runs the reference pipeline (single scale, no flip test) and pycocotools.  Every person is
-    found (AP50 = 1.0).  The target of the issue, AP >= 0.9, is not reached, and more iterations do
-    not reach it (1600: AP 0.84, 2400: 0.85): in image 197388 the people at the left and the right
-    edge get the same tag.  A 256 px square crop at the test scale never holds both of them, so
-    the push loss never separates them, while the test input (448 x 256) shows both and the
-    grouping mixes their joints.  Training on whole-image views too (``scale_type: long``, scales
-    0.615-1) separates them (OKS 0.92, 0.94), but the two smallest people then lose precision
-    within 1600 iterations (AP 0.66).  Heatmaps are not the limit: they peak at 0.7-0.9 on nearly
-    every labelled joint.
+    The test runs the reference pipeline at input size 256 (short side on 256 px; single scale, no
+    flip test) and pycocotools.  Training shows every image whole at about that scale: a 448 px
+    square crop of 1.65-1.85x the short side holds the long side too, with shifts of a few pixels,
+    no rotation or flip, and a light stem so that the 448 px crop costs about what a 256 px one does.
+    The reference's crops would not do: at the test scale a 256 px square never holds the people
+    at the left and right edge of image 197388 together, so the push loss never separates their
+    tags, and the test input (448 x 256) shows both and merges them (AP 0.73 after 800 iterations
+    that way, 0.85 after 2400).  With whole views, 1000 iterations give AP 0.92 (seed 0 and seed 1
+    with one thread) and 0.77 (seed 0 with two threads, as here: float sums in another order, and
+    the tags settle differently); the issue's AP >= 0.9 is therefore not asserted.
     """
     cfg = preset("w32_512").override(**{
-        "input_size": 256, "model.width": 16, "model.stage_modules": [1, 1, 1], "model.blocks_per_branch": 2,
+        "input_size": 448, "model.width": 16, "model.stem_channels": 32, "model.layer1_blocks": 1,
+        "model.layer1_planes": 32, "model.stage_modules": [1, 1, 1], "model.blocks_per_branch": 2,
         "model.num_basic_blocks": 1, "train.data_root": str(four_images), "train.train_split": "four",
         "train.val_split": "four", "train.batch_size": 4, "train.workers": 0, "train.schedule": "official",
         "train.lr": 2e-3, "train.max_iters": OVERFIT_ITERS, "train.epochs": OVERFIT_ITERS,
         "train.lr_steps": [int(OVERFIT_ITERS * 0.8)], "train.log_every": 50, "data.scale_type": "short",
-        "data.min_scale": 1.0, "data.max_scale": 1.0, "data.max_rotation": 0.0, "data.max_translate": 60.0,
+        "data.min_scale": 1.65, "data.max_scale": 1.85, "data.max_rotation": 0.0, "data.max_translate": 10.0,
         "data.flip_prob": 0.0, "test.flip_test": False})
     train(cfg, tmp_path, progress=False)
     model, trained = load_model(tmp_path / "last.pth")
-    metrics = evaluate_dataset(Predictor(model, trained), root=four_images, split="four", progress=False)
-    assert metrics["AP50"] >= 0.9 and metrics["AP"] >= 0.6, {k: metrics[k] for k in ("AP", "AP50", "AP75", "AR")}
+    predictor = Predictor(model, trained.override(input_size=256))
+    metrics = evaluate_dataset(predictor, root=four_images, split="four", progress=False)
+    assert metrics["AP50"] >= 0.9 and metrics["AP"] >= 0.7, {k: metrics[k] for k in ("AP", "AP50", "AP75", "AR")}
