@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -118,50 +120,71 @@ def test_ddp_two_processes_equal_one_process_with_accumulation(coco_root, tmp_pa
         [r["total"] for r in read_metrics(tmp_path / "single")], rel=1e-5)
 
 
-OVERFIT_ITERS = 1000
+OVERFIT_ITERS = 600
 OVERFIT_IMAGES = (785, 40083, 196141, 197388)  # coco_mini val2017: 1, 2, 4 and 5 labelled people
+LETTERBOX_BGR = (104, 116, 124)  # the normalisation mean: the border reads as zeros in the network
 
 
 @pytest.fixture(scope="module")
 def four_images(tmp_path_factory):
-    """The four images alone, as a split ``four`` in the ``ROOT/images/<split>`` layout."""
+    """The four images alone, each letterboxed to a square, as a split ``four`` (``ROOT/images/<split>``).
+
+    Annotations move with the picture (keypoints, boxes, polygons); areas, and so OKS, are unchanged.
+    """
     root = tmp_path_factory.mktemp("four_images")
     coco = json.loads((COCO_MINI / "person_keypoints_val2017.json").read_text())
     coco["images"] = [i for i in coco["images"] if i["id"] in OVERFIT_IMAGES]
     coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in OVERFIT_IMAGES]
+    (root / "images" / "four").mkdir(parents=True)
+    shifts = {}
+    for info in coco["images"]:
+        image = cv2.imread(str(COCO_MINI / "images" / info["file_name"]))
+        height, width = image.shape[:2]
+        side = max(height, width)
+        left, top = (side - width) // 2, (side - height) // 2
+        square = np.full((side, side, 3), LETTERBOX_BGR, np.uint8)
+        square[top:top + height, left:left + width] = image
+        info.update(file_name=info["file_name"].replace(".jpg", ".png"), height=side, width=side)
+        cv2.imwrite(str(root / "images" / "four" / info["file_name"]), square)
+        shifts[info["id"]] = np.array([left, top])
+    for ann in coco["annotations"]:
+        shift = shifts[ann["image_id"]]
+        keypoints = np.array(ann["keypoints"]).reshape(-1, 3)
+        keypoints[keypoints[:, 2] > 0, :2] += shift
+        ann["keypoints"] = keypoints.ravel().tolist()
+        ann["bbox"][:2] = (np.array(ann["bbox"][:2]) + shift).tolist()
+        ann["segmentation"] = [(np.array(poly).reshape(-1, 2) + shift).ravel().tolist()
+                               for poly in ann["segmentation"]]
     (root / "annotations").mkdir()
     (root / "annotations" / "person_keypoints_four.json").write_text(json.dumps(coco))
-    (root / "images").mkdir()
-    os.symlink(COCO_MINI / "images", root / "images" / "four")
     return root
 
 
 @pytest.mark.slow
 def test_overfits_four_real_images(four_images, tmp_path):
-    """The whole chain learns: a small HigherHRNet memorises 4 real COCO images (every person found).
+    """The whole chain learns: a small HigherHRNet memorises 4 real COCO images to AP >= 0.9.
 
-    The test runs the reference pipeline at input size 256 (short side on 256 px; single scale, no
-    flip test) and pycocotools.  Training shows every image whole at about that scale: a 448 px
-    square crop of 1.65-1.85x the short side holds the long side too, with shifts of a few pixels,
-    no rotation or flip, and a light stem so that the 448 px crop costs about what a 256 px one does.
-    The reference's crops would not do: at the test scale a 256 px square never holds the people
-    at the left and right edge of image 197388 together, so the push loss never separates their
-    tags, and the test input (448 x 256) shows both and merges them (AP 0.73 after 800 iterations
-    that way, 0.85 after 2400).  With whole views, 1000 iterations give AP 0.92 (seed 0 and seed 1
-    with one thread) and 0.77 (seed 0 with two threads, as here: float sums in another order, and
-    the tags settle differently); the issue's AP >= 0.9 is therefore not asserted.
+    Training and test show the network the same picture.  Each image is letterboxed to a square,
+    which both the 384 px training crop (0.95-1.05 of the side, shifts of a few pixels, no rotation
+    or flip) and the reference's 384 px test input hold whole.  With the 3:2 originals they cannot:
+    a square crop that holds the long side has image-free bands above and below, which the loss
+    ignores (the reference masks everything outside the image), while the test input has the
+    picture up to its top and bottom edges and padding at the sides.  The network's outputs there
+    were never trained; their stray peaks carried a person's tag, grouping took them as that
+    person's joints, and AP was 0.77-0.92 after 1000 iterations over seeds and thread counts.
+    Letterboxed, 600 iterations give AP 0.95 here (two threads) and 0.98 with one thread; other
+    seeds gave 0.95-0.98, and AP50 and AP75 were 1.0 in every run.
     """
     cfg = preset("w32_512").override(**{
-        "input_size": 448, "model.width": 16, "model.stem_channels": 32, "model.layer1_blocks": 1,
+        "input_size": 384, "model.width": 16, "model.stem_channels": 32, "model.layer1_blocks": 1,
         "model.layer1_planes": 32, "model.stage_modules": [1, 1, 1], "model.blocks_per_branch": 2,
         "model.num_basic_blocks": 1, "train.data_root": str(four_images), "train.train_split": "four",
         "train.val_split": "four", "train.batch_size": 4, "train.workers": 0, "train.schedule": "official",
         "train.lr": 2e-3, "train.max_iters": OVERFIT_ITERS, "train.epochs": OVERFIT_ITERS,
         "train.lr_steps": [int(OVERFIT_ITERS * 0.8)], "train.log_every": 50, "data.scale_type": "short",
-        "data.min_scale": 1.65, "data.max_scale": 1.85, "data.max_rotation": 0.0, "data.max_translate": 10.0,
+        "data.min_scale": 0.95, "data.max_scale": 1.05, "data.max_rotation": 0.0, "data.max_translate": 2.0,
         "data.flip_prob": 0.0, "test.flip_test": False})
     train(cfg, tmp_path, progress=False)
     model, trained = load_model(tmp_path / "last.pth")
-    predictor = Predictor(model, trained.override(input_size=256))
-    metrics = evaluate_dataset(predictor, root=four_images, split="four", progress=False)
-    assert metrics["AP50"] >= 0.9 and metrics["AP"] >= 0.7, {k: metrics[k] for k in ("AP", "AP50", "AP75", "AR")}
+    metrics = evaluate_dataset(Predictor(model, trained), root=four_images, split="four", progress=False)
+    assert metrics["AP"] >= 0.9, {k: metrics[k] for k in ("AP", "AP50", "AP75", "AR")}
