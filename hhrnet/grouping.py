@@ -83,6 +83,14 @@ def tile_view(maps: np.ndarray, **pad: object) -> np.ndarray:
     return np.ascontiguousarray(maps).reshape(*maps.shape[:-2], ny, TILE, nx, TILE)
 
 
+def tiles_at(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Flat row-major indices (as ``tile_view`` lays them out) of the tiles of an ``(H, W)`` map that
+    hold pixels ``(x, y)``, without repeats."""
+    ny, nx = -(-shape[0] // TILE), -(-shape[1] // TILE)
+    ty, tx = np.clip(y.astype(np.int64) // TILE, 0, ny - 1), np.clip(x.astype(np.int64) // TILE, 0, nx - 1)
+    return np.unique(ty * nx + tx)
+
+
 def per_tile(tiled: np.ndarray, reduce=torch.amax) -> np.ndarray:
     """``reduce`` (``torch.amax``/``amin``) of ``(..., ny, TILE, nx, TILE)`` tiles -> ``(..., ny · nx)``.
 
@@ -364,12 +372,6 @@ class RefineTiles:
         return cls(heat.shape[1], tiles, tile_view(tag_planes, mode="edge"), heat_max, unknown, unknown.copy(),
                    np.zeros(heat_max.size, bool))
 
-    def tiles_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Flat indices of the tiles holding pixels ``(x, y)``, without repeats."""
-        ny, size, nx = self.heat.shape[:3]
-        ty, tx = np.clip(y.astype(np.int64) // size, 0, ny - 1), np.clip(x.astype(np.int64) // size, 0, nx - 1)
-        return np.unique(ty * nx + tx)
-
     def upper_bounds(self, centres: np.ndarray, tiles: np.ndarray) -> np.ndarray:
         """``(P, n)``: the largest refine score any pixel of each given tile can reach, per centre ``(P, T)``."""
         self._read_tag_ranges(tiles)
@@ -469,12 +471,10 @@ def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray,
     centres = mean_tags(joints)
     person, joint = np.nonzero(missing.T)[::-1]  # grouped by joint
     pixel = np.empty(len(person), np.int64)
-    near: list[np.ndarray] = []  # per person: the tiles of its detected joints (same grid for every joint)
+    near = [tiles_at(*joints[p, ~missing[p], :2].T, heatmaps.shape[1:]) for p in range(len(joints))]
     for k in np.unique(joint):
         tiles = RefineTiles.of(heatmaps[k], np.moveaxis(tags[k], -1, 0),  # planes contiguous from ``aggregate``
                                None if tile_max is None else tile_max[k])
-        if not near:
-            near = [tiles.tiles_at(*joints[p, ~missing[p], :2].T) for p in range(len(joints))]
         pairs = np.flatnonzero(joint == k)
         pixel[pairs] = best_refine_pixels(tiles, centres[person[pairs]], [near[p] for p in person[pairs]])
     y, x = np.divmod(pixel, width)
