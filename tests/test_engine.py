@@ -14,7 +14,7 @@ import torch
 
 from conftest import COCO_MINI, REPO
 from hhrnet.checkpoints import CheckpointError, load_model, read_checkpoint
-from hhrnet.config import ConfigError, preset, save_config
+from hhrnet.config import ConfigError, DataConfig, preset, save_config
 from hhrnet.engine import TrainingError, read_metrics, train
 from hhrnet.inference import Predictor, evaluate_dataset
 from hhrnet.losses import MultiResolutionLoss
@@ -122,7 +122,7 @@ def test_ddp_two_processes_equal_one_process_with_accumulation(coco_root, tmp_pa
 
 OVERFIT_ITERS = 600
 OVERFIT_IMAGES = (785, 40083, 196141, 197388)  # coco_mini val2017: 1, 2, 4 and 5 labelled people
-LETTERBOX_BGR = (104, 116, 124)  # the normalisation mean: the border reads as zeros in the network
+LETTERBOX_BGR = tuple(round(255 * m) for m in DataConfig().mean[::-1])  # reads as zeros once normalised
 
 
 @pytest.fixture(scope="module")
