@@ -99,7 +99,7 @@ class Study:
         cfg = preset(spec["preset"]).override(**spec.get("changes", {}))
         base = preset(spec["preset"])
         width = max(1, round(base.model.width * prof["width"]))
-        size = int(round(cfg.input_size * prof["input"] / 32)) * 32
+        size = self.input_size(cfg.input_size, profile)
         scaled = {"name": f"{training}@{profile}", "model.width": width, "input_size": size,
                   "train.seed": seed, **prof.get("changes", {})}
         data = self.data_spec(profile)
@@ -113,6 +113,23 @@ class Study:
         ev = self.spec["evaluations"][evaluation]
         return self.training_config(ev["training"], profile, seed).override(**ev.get("test", {}))
 
+    def input_size(self, published: int, profile: str) -> int:
+        """A published input size in a profile: its ``input_sizes`` entry, or the size itself.
+
+        CPU profiles list their sizes explicitly: the test resize rounds an input up to a multiple of
+        64, so a scaled size that is not one (640 × 0.25 = 160) would be tested at another size.
+        """
+        sizes = self.profile(profile).get("input_sizes")
+        if sizes is None:
+            return published
+        if published not in sizes:
+            raise StudyError(f"profile {profile!r}: input_sizes has no entry for the published size {published}")
+        size = int(sizes[published])
+        if size % 64:
+            raise StudyError(f"profile {profile!r}: input_sizes[{published}] = {size} is not a multiple of 64, "
+                             f"the size the test resize keeps")
+        return size
+
     def data_spec(self, profile: str) -> dict[str, Any]:
         """Where a profile's data lives: the synthetic set (generated on demand) or COCO at a path."""
         data = self.profile(profile)["data"]
@@ -125,8 +142,8 @@ class Study:
         return {"data_root": coco["root"], "train_split": coco["train_split"], "val_split": coco["val_split"]}
 
     def seeds_for(self, training: str, profile: str) -> list[int]:
-        prof = self.profile(profile)
-        return list(prof["seeds"]) if training in prof.get("headline", []) else [prof["seeds"][0]]
+        """Every training of a profile runs with all its seeds, so each family compares like with like."""
+        return list(self.profile(profile)["seeds"])
 
     def runs(self, profile: str) -> list[Run]:
         """Every run of a profile, trainings before the evaluations that read them."""

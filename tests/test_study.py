@@ -62,13 +62,20 @@ def test_published_rows_name_real_evaluations():
             assert 0.6 < row["AP"] < 0.75
 
 
+def test_cpu_input_sizes_keep_the_published_order():
+    """512 < 640 < 768 stay distinct and ordered, so the input-size family is not confounded."""
+    study = Study.load(EXPERIMENTS)
+    sizes = [study.training_config(name, "cpu").input_size for name in ("w32_512", "w32_640", "w32_768")]
+    assert sizes == sorted(set(sizes)), sizes
+
+
 def test_profiles_scale_every_training():
     study = Study.load(EXPERIMENTS)
     for name in study.spec["trainings"]:
         paper = study.training_config(name, "paper")
         for profile in ("smoke", "default", "cpu"):
             cfg = study.training_config(name, profile)
-            assert cfg.input_size % 32 == 0 and cfg.input_size < paper.input_size
+            assert cfg.input_size % 64 == 0 and cfg.input_size < paper.input_size  # the test resize keeps it
             assert cfg.model.width < paper.model.width
             assert cfg.model.num_deconvs == paper.model.num_deconvs and cfg.loss == paper.loss
 
