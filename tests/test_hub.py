@@ -17,8 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+import yaml
 
-from conftest import COCO_MINI, golden_files
+from conftest import COCO_MINI, REPO, golden_files
 from hhrnet import hub
 from hhrnet.checkpoints import (BACKBONE_PREFIXES, CheckpointError, load_model, load_pretrained_backbone,
                                 read_checkpoint, resolve_config, save_checkpoint)
@@ -281,3 +282,24 @@ def test_cli_commands_accept_a_name(server, cache, monkeypatch, tmp_path):
                      "--no-progress", "--no-flip"]) == 0
     assert json.loads((tmp_path / "pred" / "predictions.json").read_text())[0]["file"] == str(image)
     assert server.requests == ["tiny.pth"] and (cache / "tiny.pth").is_file()
+
+
+def test_study_rows_of_the_published_checkpoints():
+    """Every `checkpoint:` evaluation names a registry entry and the published row it should reproduce."""
+    fragment = REPO / "experiments" / "published_rows.yaml"  # until merged into rows.yaml
+    rows = yaml.safe_load((REPO / "experiments" / "rows.yaml").read_text())
+    spec = yaml.safe_load(fragment.read_text()) if fragment.exists() else rows
+    evaluations = {n: e for n, e in spec["evaluations"].items() if "checkpoint" in e}
+    published = {r["evaluation"]: r for r in rows["published"]["mmpose"]["rows"]}
+    assert sorted(evaluations) == sorted(f"published_{w}_{t}" for w in ("w32_512", "w32_640", "w48_512")
+                                         for t in ("ss", "ms"))
+    for name, ev in evaluations.items():
+        entry = hub.get(ev["checkpoint"])
+        assert entry.layout == "mmpose" and ev["profiles"] == ["paper"]
+        row = name.removeprefix("published_")
+        assert ev["published"]["mmpose"] == row and row in published
+        assert name.startswith(f"published_{entry.preset}_")
+        assert ev["test"] == {"test.flip_test": True,
+                              "test.scales": [2.0, 1.0, 0.5] if name.endswith("_ms") else [1.0]}
+    family = spec["families"]["published_weights"]
+    assert sorted(family["evaluations"]) == sorted(evaluations)
