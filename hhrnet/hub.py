@@ -103,6 +103,7 @@ def weights_dir() -> Path:
 
 
 def get(name: str) -> Weights:
+    """The registry entry of a name; an unknown name lists the known ones."""
     if name not in REGISTRY:
         raise WeightsError(f"{name!r} is not a published name; known: {', '.join(REGISTRY)}")
     return REGISTRY[name]
@@ -117,6 +118,7 @@ def url_of(entry: Weights) -> str | None:
 
 
 def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
@@ -151,10 +153,14 @@ def _verify(entry: Weights, path: Path, actual: str, where: str) -> None:
 
 def download(entry: Weights, url: str, dest: Path, progress: bool | None = None) -> Path:
     """Stream ``url`` into a temporary file beside ``dest``, hashing as it goes; rename once verified."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=dest.parent)
+    except OSError as err:
+        raise WeightsError(f"{entry.name}: cannot write to {dest.parent} ({err.strerror or err}); set "
+                           "HHRNET_WEIGHTS to a writable folder") from None
     try:
         digest, received = hashlib.sha256(), 0
         request = urllib.request.Request(url, headers={"User-Agent": "hhrnet"})
