@@ -36,8 +36,8 @@ IMAGENET_SOURCE = ("ImageNet HRNet of the HRNet pose repositories (models/pytorc
                    "are taken as sha256[:8]")
 OFFICIAL_SOURCE = ("HRNet/HigherHRNet-Human-Pose-Estimation README, model zoo (Google Drive / OneDrive folders, "
                    "no direct file URL)")
-OFFICIAL_FOLDER = ("the pose_coco folder of https://drive.google.com/drive/folders/1X9-TzWpwbX2zQf2To8lB-ZQHMYviYYh6 "
-                   "(OneDrive copy: https://1drv.ms/f/s!AhIXJn_J-blW4AwKRMklXVzndJT0)")
+OFFICIAL_FOLDER = ("the official model zoo (Google Drive https://drive.google.com/drive/folders/"
+                   "1X9-TzWpwbX2zQf2To8lB-ZQHMYviYYh6 or OneDrive https://1drv.ms/f/s!AhIXJn_J-blW4AwKRMklXVzndJT0)")
 
 
 class WeightsError(CheckpointError):
