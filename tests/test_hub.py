@@ -191,6 +191,11 @@ def test_interrupted_download_leaves_nothing(server, cache, published, monkeypat
     assert server.requests == [entry.filename]
     assert not any(cache.iterdir())
 
+    del server.files[entry.filename]  # gone from the server: HTTP 404, one line, nothing kept
+    with pytest.raises(hub.WeightsError, match=f"cannot download {entry.url} .*Not Found.* put it at {cache}"):
+        hub.fetch("w32_512")
+    assert not any(cache.iterdir())
+
 
 def test_no_network_says_what_to_download_and_where(cache, published, monkeypatch):
     url = f"http://127.0.0.1:{closed_port()}/{hub.REGISTRY['w48_512'].filename}"
