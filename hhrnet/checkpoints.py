@@ -10,6 +10,9 @@ mmpose 0.x     ``{'meta': ..., 'state_dict': ...}``        ``backbone.`` / ``key
 hhrnet         ``{'format': 'hhrnet', 'config', 'model'}``  none
 =============  ==========================================  ===================================
 
+Wherever a path is taken, a published name (``w32_512``, ``hrnet_w32_imagenet``, ... see ``hhrnet.hub``)
+works too: an existing file wins, then the name is fetched into the weights cache and verified.
+
 Files are always read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
 Loading is strict; a mismatch raises one ``CheckpointError`` listing the missing, unexpected and
 wrongly shaped keys, so a silently half-loaded model is impossible.
@@ -41,13 +44,32 @@ class CheckpointError(RuntimeError):
 
 def read_checkpoint(path: str | Path) -> tuple[OrderedDict[str, torch.Tensor], dict[str, Any] | None]:
     """The state dict with official key names, and the embedded hhrnet config (None for foreign files)."""
-    path = Path(path)
+    path, _ = locate(path)
     obj = _torch_load(path)
     if isinstance(obj, Mapping) and obj.get("format") == HHRNET_FORMAT:
         return _check_tensors(path, obj.get("model")), obj.get("config")
     if isinstance(obj, Mapping) and "state_dict" in obj:  # mmpose / mmcv container
         return _check_tensors(path, obj["state_dict"]), None
     return _check_tensors(path, obj), None
+
+
+def locate(spec: str | Path, network: bool = False) -> tuple[Path, Any]:
+    """An existing file as it is, else a published name (``hhrnet.hub``) fetched and verified: (file, entry or None).
+
+    ``network=True`` refuses the ImageNet backbones (they only initialise ``train.pretrained``).
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path, None
+    from . import hub
+
+    if str(spec) in hub.REGISTRY:
+        entry = hub.REGISTRY[str(spec)]
+        if network and entry.is_backbone:
+            raise CheckpointError(f"{spec} is an ImageNet HRNet backbone, not a pose network; use it as "
+                                  "train.pretrained")
+        return hub.fetch(entry.name), entry
+    raise CheckpointError(f"{spec}: no such checkpoint file, nor a published name ({', '.join(hub.REGISTRY)})")
 
 
 def _torch_load(path: Path) -> Any:
@@ -142,7 +164,10 @@ def resolve_config(path: str | Path, requested: Config | str | None = None) -> t
     Precedence: the config embedded in an hhrnet checkpoint, then the requested preset/config, then
     the structure inferred from the tensors (with the preset of that width for everything else).
     """
+    path, published = locate(path, network=True)
     state, embedded = read_checkpoint(path)
+    if requested is None and published is not None:
+        requested = published.preset  # the input size (512/640) is not in the tensors
     if isinstance(requested, str):
         requested = preset(requested)
     if embedded is not None:

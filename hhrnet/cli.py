@@ -111,7 +111,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def add_test_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, type=Path, help="hhrnet, official or mmpose checkpoint")
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="hhrnet, official or mmpose checkpoint, or a published name (w32_512, w32_640, w48_512)")
     p.add_argument("--multi-scale", action="store_true", help="test scales 2, 1, 0.5 (the published multi-scale rows)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     p.add_argument("--no-progress", action="store_true")

@@ -225,7 +225,7 @@ class TrainConfig:
     seed: int = 0
     amp: str = "auto"  # auto: fp16 autocast + GradScaler on CUDA, off on CPU; or fp16 | bf16 | off
     sync_bn: bool = False  # CUDA only (PyTorch's SyncBatchNorm has no CPU kernel)
-    pretrained: str | None = None  # ImageNet HRNet weights (local file) for the backbone
+    pretrained: str | None = None  # ImageNet HRNet weights for the backbone: a file or a name (hrnet_w32_imagenet)
     init_from: str | None = None  # fine-tune: every weight from a full checkpoint (hhrnet, official, mmpose)
     checkpoint_every: int = 0  # iterations; a checkpoint is always written at each epoch end
     val_every: int = 0  # epochs; 0 = no validation during training
