@@ -225,6 +225,7 @@ class TrainConfig:
     seed: int = 0
     amp: str = "auto"  # auto: fp16 autocast + GradScaler on CUDA, off on CPU; or fp16 | bf16 | off
     sync_bn: bool = False  # CUDA only (PyTorch's SyncBatchNorm has no CPU kernel)
+    init: str = "official"  # weight initialisation: official N(0, 0.001) | he (for training from scratch)
     pretrained: str | None = None  # ImageNet HRNet weights for the backbone: a file or a name (hrnet_w32_imagenet)
     init_from: str | None = None  # fine-tune: every weight from a full checkpoint (hhrnet, official, mmpose)
     checkpoint_every: int = 0  # iterations; a checkpoint is always written at each epoch end
@@ -236,6 +237,8 @@ class TrainConfig:
         object.__setattr__(self, "lr_steps", tuple(int(e) for e in self.lr_steps))
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.init not in ("official", "he"):
+            raise ConfigError(f"train.init must be official or he, got {self.init!r}")
         if self.amp not in ("auto", "fp16", "bf16", "off"):
             raise ConfigError(f"train.amp must be auto, fp16, bf16 or off, got {self.amp!r}")
         if self.batch_size < 1 or self.accumulate < 1:

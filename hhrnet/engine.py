@@ -27,7 +27,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -222,9 +222,14 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 # The loop.
 
 
-def build_model(cfg: Config, rt: Runtime) -> nn.Module:
+def build_model(cfg: Config, rt: Runtime, network: Callable[[Config], nn.Module] | None = None) -> nn.Module:
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
-    model = HigherHRNet(cfg.model)
+    if network is not None:
+        model = network(cfg)
+    else:
+        model = HigherHRNet(cfg.model)
+        if cfg.train.init != "official":
+            model.reset_parameters(cfg.train.init)
     if cfg.train.pretrained:
         load_pretrained_backbone(model, cfg.train.pretrained)
     if cfg.train.init_from:
@@ -239,8 +244,12 @@ def build_model(cfg: Config, rt: Runtime) -> nn.Module:
 
 
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True,
-          dataset: CocoKeypoints | None = None) -> Path:
-    """Train ``cfg`` into ``out_dir`` (resuming from its ``last.pth`` if asked); returns the checkpoint."""
+          dataset: CocoKeypoints | None = None, network: Callable[[Config], nn.Module] | None = None,
+          criterion: nn.Module | None = None) -> Path:
+    """Train ``cfg`` into ``out_dir`` (resuming from its ``last.pth`` if asked); returns the checkpoint.
+
+    ``network`` and ``criterion`` replace HigherHRNet and its loss (backbone pretraining uses them).
+    """
     rt = start_runtime()
     out_dir = Path(out_dir)
     ckpt_path, metrics_path = out_dir / CHECKPOINT, out_dir / METRICS
@@ -260,8 +269,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
         save_config(cfg, out_dir / "config.yaml")
         trim_metrics(metrics_path, iteration) if resume else metrics_path.unlink(missing_ok=True)
 
-    model = build_model(cfg, rt)
-    criterion = MultiResolutionLoss(cfg.loss, cfg.model)
+    model = build_model(cfg, rt, network)
+    criterion = criterion if criterion is not None else MultiResolutionLoss(cfg.loss, cfg.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.base_lr)
     amp_dtype = autocast_dtype(cfg.train.amp, rt.device)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=amp_dtype == torch.float16)
@@ -326,7 +335,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
     return ckpt_path
 
 
-def accumulate_gradients(model: nn.Module, criterion: MultiResolutionLoss, micro_batches: tuple[dict, ...],
+def accumulate_gradients(model: nn.Module, criterion: nn.Module, micro_batches: tuple[dict, ...],
                          rt: Runtime, amp_dtype: torch.dtype | None, scaler: torch.amp.GradScaler) -> dict[str, float]:
     """Forward/backward every micro-batch (gradients averaged over them and over processes).
 

@@ -21,6 +21,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .config import ModelConfig
 
+INIT_SCHEMES = ("official", "he")
+
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
@@ -214,11 +216,22 @@ class HigherHRNet(nn.Module):
         refine = [nn.Sequential(BasicBlock(cfg.width, cfg.width)) for _ in range(cfg.num_basic_blocks)]
         return nn.Sequential(up, *refine)
 
-    def reset_parameters(self) -> None:
-        """The official initialisation: N(0, 0.001) convolutions, zero biases, unit BatchNorm."""
+    def reset_parameters(self, init: str = "official") -> None:
+        """``official``: N(0, 0.001) convolutions, zero biases, unit BatchNorm.
+
+        ``he``: He-normal (fan-out) weights for every convolution followed by BatchNorm, the final layers
+        as official.  The official scheme is made for an ImageNet-initialised backbone; trained from
+        scratch with Adam, steps of ``lr`` on weights of 0.001 rescale every layer at each step.
+        """
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)}, got {init!r}")
+        final = {id(m) for m in self.final_layers}
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.normal_(m.weight, std=0.001)
+                if init == "he" and id(m) not in final:
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                else:
+                    nn.init.normal_(m.weight, std=0.001)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):

@@ -28,3 +28,14 @@ def golden_files(pattern: str) -> list[Path]:
 def golden_params(pattern: str) -> list:
     """``pytest.mark.parametrize`` values, one per golden file, with the file name as test id."""
     return [pytest.param(p, id=p.name) for p in golden_files(pattern)]
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    """coco_mini's val2017 part in the ``ROOT/images/<split>`` + ``ROOT/annotations`` layout (split ``val``)."""
+    root = tmp_path_factory.mktemp("coco_mini_layout")
+    (root / "images").mkdir()
+    (root / "annotations").mkdir()
+    os.symlink(COCO_MINI / "images", root / "images" / "val")
+    os.symlink(COCO_MINI / "person_keypoints_val2017.json", root / "annotations" / "person_keypoints_val.json")
+    return root

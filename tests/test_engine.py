@@ -29,17 +29,6 @@ def tiny_config(root, **train):
     return preset("w32_512").override(**overrides)
 
 
-@pytest.fixture(scope="module")
-def coco_root(tmp_path_factory):
-    """coco_mini's val2017 part in the ``ROOT/images/<split>`` + ``ROOT/annotations`` layout."""
-    root = tmp_path_factory.mktemp("coco_mini_layout")
-    (root / "images").mkdir()
-    (root / "annotations").mkdir()
-    os.symlink(COCO_MINI / "images", root / "images" / "val")
-    os.symlink(COCO_MINI / "person_keypoints_val2017.json", root / "annotations" / "person_keypoints_val.json")
-    return root
-
-
 def weights(run_dir):
     state, _ = read_checkpoint(run_dir / "last.pth")
     return state

@@ -98,3 +98,18 @@ def test_fused_inference_equals_plain(path, channels_last):
     for i, out in enumerate(outputs):
         np.testing.assert_allclose(out.contiguous().numpy(), golden[f"out{i}"], atol=1e-4, rtol=0)
     assert model.bn1.weight.shape == (64,), "fusing must not modify the original model"
+
+
+def test_he_init_scales_hidden_convolutions_and_keeps_final_layers_official():
+    """``train.init: he`` draws He-normal hidden convolutions; the final layers stay N(0, 0.001)."""
+    cfg = preset("w32_512").override(**{"model.width": 8})
+    torch.manual_seed(0)
+    model = HigherHRNet(cfg.model)
+    model.reset_parameters("he")
+    conv = model.stage2[0].branches[0][0].conv1
+    fan_out = conv.weight.shape[0] * conv.weight[0, 0].numel()
+    assert abs(conv.weight.std().item() / (2 / fan_out) ** 0.5 - 1) < 0.1
+    for final in model.final_layers:
+        assert final.weight.std().item() < 0.002
+    with pytest.raises(ValueError, match="init must be one of"):
+        model.reset_parameters("xavier")
