@@ -66,16 +66,19 @@ def limb_targets(joints: Tensor, size: int, skeleton: Sequence[tuple[int, int]],
     positions, seen = decode_joints(joints, size, num_joints)
     a_idx = torch.tensor([a for a, _ in skeleton], device=joints.device)
     b_idx = torch.tensor([b for _, b in skeleton], device=joints.device)
-    a, b = positions[:, :, a_idx], positions[:, :, b_idx]                      # (B, P, L, 2)
     valid = seen[:, :, a_idx] & seen[:, :, b_idx]                               # (B, P, L)
+    image, person, limb = valid.nonzero(as_tuple=True)                          # only the drawn limbs
+    a, b = positions[image, person, a_idx[limb]], positions[image, person, b_idx[limb]]  # (S, 2)
     grid = torch.stack(torch.meshgrid(torch.arange(size, device=joints.device),
-                                      torch.arange(size, device=joints.device), indexing="xy"), -1).float()
-    pixels = grid.reshape(1, 1, 1, -1, 2)                                       # (1, 1, 1, N, 2)
-    ab = (b - a)[..., None, :]
-    t = ((pixels - a[..., None, :]) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-6)
-    nearest = a[..., None, :] + t.clamp(0, 1)[..., None] * ab
-    on_limb = ((pixels - nearest).norm(dim=-1) <= radius) & valid[..., None]    # (B, P, L, N)
-    return on_limb.any(dim=1).float().reshape(joints.shape[0], len(skeleton), size, size)
+                                      torch.arange(size, device=joints.device), indexing="xy"), -1)
+    pixels = grid.reshape(1, -1, 2).float()                                     # (1, N, 2)
+    ab = (b - a)[:, None]
+    t = ((pixels - a[:, None]) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-6)
+    nearest = a[:, None] + t.clamp(0, 1)[..., None] * ab
+    on_limb = ((pixels - nearest).norm(dim=-1) <= radius).float()               # (S, N)
+    maps = joints.new_zeros((joints.shape[0] * len(skeleton), size * size), dtype=torch.float32)
+    maps.index_add_(0, image * len(skeleton) + limb, on_limb)  # people overlapping on one limb add up...
+    return maps.clamp_(max=1).reshape(joints.shape[0], len(skeleton), size, size)  # ... and are one
 
 
 @dataclass
