@@ -1,17 +1,20 @@
 # Two commands do everything on a fresh machine:
-#   make book   build the Jupyter Book (runs the study's missing results on PROFILE first)
+#   make book   build the Jupyter Book from the committed study (PROFILE, default cpu); trains nothing
 #   make test   run the test suite
+# and one re-runs the study:
+#   make study  run what is missing or stale in PROFILE (smoke: seconds; default: about half an hour;
+#               cpu: the committed study, hours; paper: GPUs and COCO)
 # Both create .venv from nothing. torch is installed first, pinned to the CPU wheel, so that no
 # CUDA build is pulled on a CPU machine; GPU users: see README ("GPU machines").
 
 PYTHON  ?= python3
 VENV    ?= .venv
-PROFILE ?= default
+PROFILE ?= cpu
 PY      := $(VENV)/bin/python
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: test book clean
+.PHONY: test book study clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +26,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+study: $(STAMP)
+	$(PY) -m hhrnet study --profile $(PROFILE)
+
 book: $(STAMP)
-	$(PY) -m hhrnet study --profile $(PROFILE) --missing-only
 	# --all: every page re-executes, so the book never shows another profile's or older results
 	HHRNET_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --all --builder html -W -n --keep-going
 
