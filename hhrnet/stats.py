@@ -316,8 +316,9 @@ def paired_bootstrap(tables_a: Sequence[MatchTable], tables_b: Sequence[MatchTab
 
     per_a, per_b = per_seed(tables_a), per_seed(tables_b)
     deltas = (per_a * weights_a).sum(axis=1) - (per_b * weights_b).sum(axis=1)
+    deltas = deltas[(per_a[:, 0] >= 0) & (per_b[:, 0] >= 0)]  # a draw without any counted person has no AP
     tail = (1.0 - level) / 2.0
     low, high = (float(v) for v in np.quantile(deltas, [tail, 1.0 - tail]))
     return Comparison(metric=metric, delta=float(observed[0] - observed[1]), low=low, high=high,
-                      p_le_0=float(np.mean(deltas <= 0)), level=level, replicates=n, images=num_images,
+                      p_le_0=float(np.mean(deltas <= 0)), level=level, replicates=len(deltas), images=num_images,
                       seeds=(len(tables_a), len(tables_b)), verdict=verdict(low, high, margin))
