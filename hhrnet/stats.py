@@ -9,7 +9,8 @@ image adds its detections and its people again.  On the evaluated set it equals 
 
 ``paired_bootstrap`` resamples validation images (the same draw for both rows and every seed) and
 seeds (paired by index when both rows come from the same seeds) and returns the interval of
-ΔAP = AP(a) − AP(b); ``verdict`` turns an interval into a sentence.
+ΔAP = AP(a) − AP(b); ``verdict`` turns an interval into a sentence.  "≈" is an equivalence claim: the
+whole 95% interval (not the estimate) inside ±0.005 AP, i.e. two one-sided tests at 2.5% each (conservative).
 """
 
 from __future__ import annotations
@@ -255,9 +256,7 @@ class Comparison:
 
 
 def verdict(low: float, high: float, margin: float = 0.005) -> str:
-    """``"a > b"`` / ``"a < b"`` when the interval excludes 0; ``"a ≈ b"`` when it lies inside ±margin
-    (an equivalence claim: the whole interval, not just the estimate, is within the margin; TOST-style,
-    conservative with a two-sided interval); otherwise ``"no difference beyond noise"``."""
+    """``a > b`` / ``a < b`` if the interval excludes 0; ``a ≈ b`` only if the whole interval lies inside ±margin; else no verdict."""
     if low > 0:
         return "a > b"
     if high < 0:
