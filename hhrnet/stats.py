@@ -256,7 +256,7 @@ class Comparison:
 
 
 def verdict(low: float, high: float, margin: float = 0.005) -> str:
-    """``a > b`` / ``a < b`` if the interval excludes 0; ``a ≈ b`` only if the whole interval lies inside ±margin; else no verdict."""
+    """``a > b`` / ``a < b`` if the interval excludes 0; ``a ≈ b`` if all of it is inside ±margin; else none."""
     if low > 0:
         return "a > b"
     if high < 0:
