@@ -59,17 +59,29 @@ def _area_ranges(keypoints: KeypointSet) -> list[list[float]]:
     return [[0 ** 2, 1e5 ** 2], [low ** 2, high ** 2], [high ** 2, 1e5 ** 2]]
 
 
-def _pycocotools_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int],
-                       keypoints: KeypointSet) -> np.ndarray:
+def matched_cocoeval(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int], keypoints: KeypointSet,
+                     dt: Any = None) -> Any:
+    """pycocotools' ``COCOeval`` for keypoints with the set's sigmas and areas, after ``evaluate()``.
+
+    ``dt`` replaces ``gt.loadRes(results)`` (e.g. an empty result set, which ``loadRes`` refuses).
+    """
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds fields to the entries it is given
+        if dt is None:
+            dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds fields to the entries it is given
         ev = COCOeval(gt, dt, "keypoints")
         ev.params.imgIds = list(image_ids)
         ev.params.kpt_oks_sigmas = np.array(keypoints.sigmas)
         ev.params.areaRng = _area_ranges(keypoints)
         ev.evaluate()
+    return ev
+
+
+def _pycocotools_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int],
+                       keypoints: KeypointSet) -> np.ndarray:
+    ev = matched_cocoeval(gt, results, image_ids, keypoints)
+    with contextlib.redirect_stdout(io.StringIO()):
         ev.accumulate()
         ev.summarize()
     return np.asarray(ev.stats, np.float64)
