@@ -215,8 +215,8 @@ LOSS_EVERY_OUTPUT: dict[str, Any] = {"with_heatmaps_loss": True, "heatmaps_loss_
 class LossConfig:
     """Loss switches and factors per output resolution (official ``LOSS.*``; W32-512 values).
 
-    Each tuple has one entry per network output; None means ``LOSS_EVERY_OUTPUT`` on every output
-    (filled in by ``for_outputs``, which ``Config`` calls).  Which outputs carry tags (and so get an
+    Each tuple has one entry per network output, or one entry for every output; None means
+    ``LOSS_EVERY_OUTPUT`` on every output (filled in by ``for_outputs``, which ``Config`` calls).  Which outputs carry tags (and so get an
     AE loss) is ``ModelConfig.with_ae_loss``.
     """
 
@@ -238,6 +238,8 @@ class LossConfig:
         values = {}
         for name, default in LOSS_EVERY_OUTPUT.items():
             value = getattr(self, name)
+            if value is not None and len(value) == 1:
+                value = value * outputs  # one value: the same on every output
             if value is not None and len(value) != outputs:
                 raise _length_error(f"loss.{name}", len(value), outputs)
             values[name] = (default,) * outputs if value is None else value

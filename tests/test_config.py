@@ -177,3 +177,13 @@ def test_configs_written_before_keypoint_sets_still_load(tmp_path):
     old["data"]["flip_index"] = list(range(17))
     with pytest.raises(ConfigError, match="data.flip_index"):
         from_dict(old)
+
+
+def test_one_loss_value_applies_to_every_output():
+    """A profile scales a loss factor for every structure at once: ``[x]`` means x on every output."""
+    for deconvs in (0, 1, 2):
+        cfg = preset("w32_512").override(**{"model.num_deconvs": deconvs, "loss.push_loss_factor": [0.01]})
+        assert cfg.loss.push_loss_factor == (0.01,) * (deconvs + 1)
+        assert cfg.loss.pull_loss_factor == (0.001,) * (deconvs + 1)
+    with pytest.raises(ConfigError, match="push_loss_factor"):
+        preset("w32_512").override(**{"loss.push_loss_factor": [0.01, 0.01, 0.01]})
