@@ -308,10 +308,12 @@ def evaluate_dataset(predictor: Predictor, root: str | Path | None = None, split
     from pycocotools.coco import COCO
     from tqdm import tqdm
 
-    from hhrnet.data.coco import coco_paths, read_rgb_image
+    from hhrnet.data.coco import coco_paths, read_rgb_image, validate_ground_truth
     from hhrnet.evaluation import coco_results, evaluate_coco, metrics_markdown
+    from hhrnet.io import atomic_write, atomic_write_json
 
     ann_path, img_dir = coco_paths(root, split, annotation_file, image_dir)
+    validate_ground_truth(ann_path, img_dir, predictor.cfg.model.num_joints)  # never score unchecked ground truth
     gt = COCO(str(ann_path))
     image_ids = sorted(gt.getImgIds())[:limit]
     results = []
@@ -326,7 +328,7 @@ def evaluate_dataset(predictor: Predictor, root: str | Path | None = None, split
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results))
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (out / "metrics.md").write_text(metrics_markdown(metrics, title=f"{predictor.cfg.name} on {ann_path.name}"))
+        atomic_write_json(out / "results.json", results, indent=None)
+        atomic_write_json(out / "metrics.json", metrics, indent=2)
+        atomic_write(out / "metrics.md", metrics_markdown(metrics, title=f"{predictor.cfg.name} on {ann_path.name}"))
     return metrics

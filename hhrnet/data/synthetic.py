@@ -41,7 +41,6 @@ import json
 import math
 import multiprocessing
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ import cv2
 import numpy as np
 
 from hhrnet.config import COCO_FLIP_INDEX
+from hhrnet.io import atomic_write
 
 COCO_KEYPOINT_NAMES: tuple[str, ...] = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -818,15 +818,7 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write through a temporary file and rename, so a crash never leaves a truncated file in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
 
 
 def _write_json(path: Path, obj: Any) -> None:
