@@ -141,17 +141,17 @@ def _check_annotation(ann: Any, path: Path, images: Mapping[int, Any], categorie
         raise DatasetError(f"{where}: 'id' must be an integer, got {ann.get('id')!r}")
     if not _is_int(ann.get("image_id")) or ann["image_id"] not in images:
         raise DatasetError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-    if ann.get("category_id") not in categories or not _is_int(ann.get("category_id")):
+    if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
         raise DatasetError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
     if ann.get("category_id") != PERSON_CATEGORY:
         raise DatasetError(f"{where}: category_id {ann['category_id']}; hhrnet scores category "
                            f"{PERSON_CATEGORY} (person) only")
     keypoints = _annotation_keypoints(ann, num_joints, where)
-    if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
+    if ann.get("iscrowd") not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
         raise DatasetError(f"{where}: 'iscrowd' must be 0 or 1, got {ann.get('iscrowd')!r}")
     visible = int(np.count_nonzero(keypoints[:, 2] > 0))
-    if "num_keypoints" in ann and (not _is_int(ann["num_keypoints"]) or ann["num_keypoints"] != visible):
-        raise DatasetError(f"{where}: 'num_keypoints' is {ann['num_keypoints']!r} but {visible} keypoints are labelled")
+    if not _is_int(ann.get("num_keypoints")) or ann["num_keypoints"] != visible:
+        raise DatasetError(f"{where}: 'num_keypoints' is {ann.get('num_keypoints')!r} but {visible} keypoints are labelled")
     if not _is_number(ann.get("area")) or ann["area"] < 0:
         raise DatasetError(f"{where}: 'area' must be a number >= 0, got {ann.get('area')!r}")
     box = ann.get("bbox")
@@ -194,7 +194,7 @@ def load_coco(annotation_file: str | Path, num_joints: int = 17) -> tuple[Mappin
     images = _image_index(coco["images"], path)
     if not images:
         raise DatasetError(f"{path}: 'images' is empty; nothing to train or evaluate on")
-    categories = {c.get("id") for c in coco["categories"] if isinstance(c, Mapping)}
+    categories = {c.get("id") for c in coco["categories"] if isinstance(c, Mapping) and _is_int(c.get("id"))}
     by_image: dict[int, list[tuple[Mapping[str, Any], np.ndarray]]] = {i: [] for i in images}
     seen: set[int] = set()
     for ann in coco["annotations"]:
