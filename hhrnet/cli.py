@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.data is not None:
         overrides["train.data_root"] = str(args.data)
     cfg = load_config(args.config, overrides)
-    checkpoint = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    checkpoint = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"trained {cfg.name}: {checkpoint}")
 
 
@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run directory (config, last.pth, metrics.jsonl)")
     p.add_argument("--data", type=Path, help="dataset root (overrides train.data_root)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pth, exactly")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in RUN_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
     p.set_defaults(run=cmd_train)
 
@@ -192,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except KeyboardInterrupt:
-        print(f"hhrnet {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"hhrnet {args.command}: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return 130
     except Exception as err:  # one readable line; the traceback only on request
         if args.debug:
