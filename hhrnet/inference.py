@@ -14,13 +14,12 @@ one function per step:
   stacked on a last axis -> ``(N, K, H, W, T)`` ready for ``hhrnet.grouping.group``.
 * ``to_image_coords``: grouped heatmap coordinates -> original image pixels.
 
-``Predictor`` runs the whole chain on images (batched, any size mix); ``predict_files`` and
-``evaluate_dataset`` are what the command line calls.
+``Predictor`` runs the whole chain on images (batched, any size mix); ``evaluate_dataset`` is what
+the command line calls (file prediction lives in ``hhrnet.predict``).
 """
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections import defaultdict
@@ -268,32 +267,7 @@ class Predictor:
 
 
 # --------------------------------------------------------------------------------------------------
-# Files in, files out (the command line)
-
-
-def predict_files(predictor: Predictor, paths: Sequence[str | Path], out_dir: str | Path,
-                  progress: bool = True) -> Path:
-    """Run on image files and write ``predictions.json``: per image its people (keypoints, score).
-
-    Returns the path of the JSON file.
-    """
-    from tqdm import tqdm
-
-    from hhrnet.data.coco import read_rgb_image
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in tqdm(paths, desc="predict", unit="img", disable=not progress):
-        poses = predictor([read_rgb_image(Path(path))])[0]
-        records.append({
-            "file": str(path),
-            "people": [{"keypoints": np.round(k, 3).tolist(), "score": round(float(s), 6)}
-                       for k, s in zip(poses.keypoints, poses.scores)],
-        })
-    target = out_dir / "predictions.json"
-    target.write_text(json.dumps(records, indent=1))
-    return target
+# A COCO-format split in, metrics out (the command line; file prediction is hhrnet.predict)
 
 
 def evaluate_dataset(predictor: Predictor, root: str | Path | None = None, split: str | None = None,

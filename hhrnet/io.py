@@ -172,20 +172,22 @@ def read_image(path: str | Path, expected_hw: tuple[int, int] | None = None,
         raise ImageReadError(f"{path}: empty file, not an image")
     header = image_size(path, data)
     if header is not None:
-        _check_size(path, header, max_pixels, max_aspect)
+        check_image_size(path, header, max_pixels, max_aspect)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
     if data[:2].tobytes() == b"\xff\xd8" and data.tobytes().rfind(b"\xff\xd9") < 0:
         raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker)")
-    _check_size(path, image.shape[:2], max_pixels, max_aspect)
+    check_image_size(path, image.shape[:2], max_pixels, max_aspect)
     if expected_hw is not None and image.shape[:2] != tuple(expected_hw):
         raise ImageReadError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (HxW) but the annotation "
                              f"file says {expected_hw[0]}x{expected_hw[1]}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _check_size(path: Path, hw: tuple[int, int], max_pixels: int, max_aspect: float) -> None:
+def check_image_size(path: Path, hw: tuple[int, int], max_pixels: int = MAX_IMAGE_PIXELS,
+                     max_aspect: float = MAX_ASPECT_RATIO) -> None:
+    """Refuse an image larger than ``max_pixels`` or more elongated than ``max_aspect`` (one line naming it)."""
     h, w = int(hw[0]), int(hw[1])
     if h < 1 or w < 1:
         raise ImageReadError(f"{path}: image has no pixels ({h}x{w})")

@@ -18,7 +18,7 @@ from hhrnet.data.transforms import affine_matrix, input_size_at_scale, normalize
 from hhrnet.evaluation import coco_results, evaluate_coco
 from hhrnet.grouping import group, top_candidates
 from hhrnet.inference import (Poses, Predictor, ScaleOutputs, aggregate, evaluate_dataset, flip_back,
-                              output_maps, predict_files)
+                              output_maps)
 from hhrnet.model import HigherHRNet
 from hhrnet.targets import fixed_sigma_heatmaps
 
@@ -257,11 +257,7 @@ def test_checkpoint_config_wins_over_requested_preset(tmp_path):
     assert predictor.cfg.model == TINY.model and predictor.test.flip_test is False
 
 
-def test_predict_files_and_evaluate_dataset(tiny_predictor, tmp_path):
-    files = sorted((COCO_MINI / "images").glob("*.jpg"))[:2]
-    out = predict_files(tiny_predictor, files, tmp_path, progress=False)
-    records = json.loads(out.read_text())
-    assert [r["file"] for r in records] == [str(f) for f in files]
+def test_evaluate_dataset(tiny_predictor, tmp_path):
     metrics = evaluate_dataset(tiny_predictor, annotation_file=VAL_JSON, image_dir=COCO_MINI / "images",
                                out_dir=tmp_path, progress=False, limit=3)
     assert metrics["images"] == 3 and 0.0 <= metrics["AP"] <= 1.0

@@ -147,9 +147,9 @@ def test_a_malformed_or_unknown_expectation_is_one_error(experiments):
     spec = yaml.safe_load((experiments / "rows.yaml").read_text())
     spec["families"]["ae_loss"]["expect"] = ["w32_512_ss >> ae_max"]
     (experiments / "rows.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
-    with pytest.raises(StudyError, match=r"family 'ae_loss': expectation 'w32_512_ss >> ae_max'"):
+    with pytest.raises(StudyError, match=r"rows.yaml: families.ae_loss.expect: expectation 'w32_512_ss >> ae_max'"):
         Study.load(experiments)
     spec["families"]["ae_loss"]["expect"] = ["w32_512_ss > no_such_run"]
     (experiments / "rows.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
-    with pytest.raises(StudyError, match=r"family 'ae_loss' names unknown evaluations \['no_such_run'\]"):
+    with pytest.raises(StudyError, match=r"rows.yaml: families.ae_loss: names unknown evaluations \['no_such_run'\]"):
         Study.load(experiments)
