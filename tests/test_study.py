@@ -108,6 +108,7 @@ def test_failing_notebook_names_run_and_cell(experiments):
     with pytest.raises(StudyError, match=r"train/w32_512/seed0 failed in cell \d+ \(DatasetError"):
         run_study(experiments, "paper", only=["train/w32_512/"], log=lambda *_: None)
     assert not (experiments / "results" / "paper" / "train" / "w32_512" / "seed0" / "metrics.json").exists()
+    assert (experiments / "results" / "paper" / "train" / "w32_512" / "seed0.failed" / "train.ipynb").exists()
 
 
 def test_synthetic_scene_knobs_name_the_data_folder_and_are_checked(tmp_path):
