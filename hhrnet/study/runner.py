@@ -144,7 +144,8 @@ def run_study(experiments_dir: str | Path, profile: str, only: Iterable[str] | N
             todo |= {n for n in r.needs if not Path(by_name[n].parameters["checkpoint_dir"], "last.pth").exists()}
     log(f"study {profile}: {len(runs)} runs, {len(todo)} to run "
         f"({sum(s == 'done' for s in status.values())} done, {sum(s == 'stale' for s in status.values())} stale)")
-    ensure_data(study, profile, log)
+    if todo:
+        ensure_data(study, profile, log)
     for i, run in enumerate(r for r in runs if r.name in todo):
         with run_lock(study, profile, run, wait=wait, log=log):
             if not force and run_status(study, profile, run, code) == "done":  # another process just ran it
