@@ -67,7 +67,10 @@ def test_an_evaluation_of_published_weights_needs_no_training(tmp_path):
     (lambda s: s["evaluations"]["w32_512_ss"].update(profiles="paper"), r"evaluations.w32_512_ss.profiles: expected a list"),
     (lambda s: s["trainings"]["w32_512"].update(preset="w64_512"), r"trainings.w32_512.preset: expected a preset"),
     (lambda s: s["profiles"]["cpu"].update(seeds=[]), r"profiles.cpu.seeds: expected at least one seed"),
-    (lambda s: s["profiles"]["cpu"].update(headline=["nope"]), r"profiles.cpu.headline: unknown training 'nope'"),
+    (lambda s: s["profiles"]["cpu"].update(headline=["w32_512"]), r"profiles.cpu: unknown key 'headline'"),
+    (lambda s: s["profiles"]["cpu"]["input_sizes"].update({640: 160}), r"profiles.cpu.input_sizes: sizes must be positive multiples of 64"),
+    (lambda s: s["profiles"]["cpu"]["input_sizes"].pop(768), r"profiles.cpu.input_sizes: no entry for 768, the input size of training 'w32_768'"),
+    (lambda s: s["evaluations"]["w32_512_ss"].update(published={"mmpose": "nope"}), r"evaluations.w32_512_ss.published: no row 'nope' in published.mmpose"),
     (lambda s: s["profiles"]["cpu"]["data"].update(hdf5={}), r"profiles.cpu.data: expected \{synthetic"),
     (lambda s: s["profiles"]["cpu"]["data"]["synthetic"].update(train="many"), r"profiles.cpu.data.synthetic.train: expected an integer"),
     (lambda s: s["evaluations"]["w32_512_ms"].update(test={"test.scales": [2.0, 0.5]}), r"evaluations.w32_512_ms.test: .*must contain 1.0"),
@@ -111,12 +114,23 @@ def test_gather_publishes_only_stamped_readable_results_and_names_the_rest(tmp_p
     assert len(logged) == 2 and all("gather: skipped" in line for line in logged)
 
 
+def test_the_published_checkpoints_are_paper_evaluations_without_training():
+    study = Study.load(EXPERIMENTS)
+    runs = {r.name: r for r in study.runs("paper")}
+    run = runs["eval/published_w48_512_ms/seed0"]
+    assert run.needs == () and run.parameters["checkpoint"] == "w48_512" and run.parameters["published"] is True
+    cfg = study.evaluation_config("published_w48_512_ms", "paper")
+    assert (cfg.model.width, cfg.input_size, cfg.test.scales) == (48, 512, (2.0, 1.0, 0.5))
+    assert study.definition.evaluations["published_w48_512_ms"].published == {"mmpose": "w48_512_ms"}
+    assert not any("published" in r.name for r in study.runs("cpu"))
+
+
 def test_committed_cpu_results_are_still_read():
     from hhrnet.study import family_verdicts, summary_rows
 
     study = Study.load(EXPERIMENTS)
     rows = summary_rows(study, "cpu")
-    assert len(rows) == len(study.definition.evaluations) and rows["w32_512_ss"]["seeds"] == 3
+    assert len(rows) == len(study.evaluations("cpu")) and rows["w32_512_ss"]["seeds"] == 3
     assert set(family_verdicts(study, "cpu")) == set(study.definition.families)
 
 
