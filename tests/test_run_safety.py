@@ -14,7 +14,7 @@ import torch
 from conftest import REPO
 from hhrnet.config import save_config
 from hhrnet.engine import METRICS, RunExistsError, read_metrics, train
-from test_engine import coco_root, tiny_config, weights  # noqa: F401 (coco_root is a fixture)
+from test_engine import tiny_config, weights
 
 
 def test_train_refuses_an_existing_run_folder_unless_resume_or_overwrite(coco_root, tmp_path):
