@@ -244,6 +244,7 @@ def one_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    formatwarning = warnings.formatwarning
     if not args.debug:  # warnings as one line too, without the source line that raised them
         warnings.formatwarning = lambda message, category, *_, **__: f"hhrnet {args.command}: warning: {message}\n"
     try:
@@ -258,4 +259,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hhrnet {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = formatwarning
     return code or 0
