@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from hhrnet.evaluation import load_ground_truth, matched_cocoeval
+from hhrnet.io import atomic_write
 from hhrnet.keypoints import COCO_17, KeypointSet
 
 AREAS: tuple[str, ...] = ("all", "medium", "large")  # COCOeval keypoint areaRngLbl, in its order
@@ -65,8 +66,7 @@ class MatchTable:
         shape = np.array(self.matched.shape)
         arrays["matched"] = np.packbits(self.matched.reshape(-1))
         arrays["ignored"] = np.packbits(self.ignored.reshape(-1))
-        with open(path, "wb") as f:
-            np.savez_compressed(f, flags_shape=shape, **arrays)
+        atomic_write(path, lambda f: np.savez_compressed(f, flags_shape=shape, **arrays))
         return path
 
     @classmethod
