@@ -158,3 +158,44 @@ def test_a_second_process_waits_for_a_run_or_names_its_holder(tmp_path):
         assert waited > 0.5 and f"waiting for pid {holder.pid}" in messages[0]
     finally:
         holder.join(30)
+
+
+def _planted_results(gt, noise: float, seed: int) -> list[dict]:
+    """COCO results: every annotated person's keypoints jittered by ``noise`` pixels, score 1."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for ann in gt.dataset["annotations"]:
+        if ann.get("num_keypoints", 0) == 0 or ann.get("iscrowd"):
+            continue
+        k = np.asarray(ann["keypoints"], float).reshape(-1, 3)
+        k[:, :2] += rng.normal(0, noise, (len(k), 2))
+        out.append({"image_id": ann["image_id"], "category_id": 1, "keypoints": k.ravel().tolist(), "score": 1.0})
+    return out
+
+
+def test_gather_decides_each_claim_with_a_paired_interval(tmp_path):
+    """Match tables of every seed give each family comparison a 95% interval and an outcome."""
+    from conftest import COCO_MINI
+    from hhrnet.evaluation import MATCHES, load_ground_truth
+    from hhrnet.stats import match_table
+
+    study = _write(tmp_path, lambda s: None)
+    gt = load_ground_truth(COCO_MINI / "person_keypoints_val2017.json")
+    results = study.results_dir("cpu") / "eval"
+    for seed in (0, 1, 2):  # a precise heatmap_half row against a coarse heatmaps_quarter row
+        for i, (name, noise) in enumerate((("w32_512_ss", 1.0), ("w32_512_heatmaps_quarter", 8.0),
+                                           ("w32_512_heatmaps_half", 1.0))):
+            _stamped(results / name / f"seed{seed}" / "metrics.json", 0.5)
+            planted = _planted_results(gt, noise, 10 * seed + i)  # independent jitter per row and seed
+            match_table(gt, planted).save(results / name / f"seed{seed}" / MATCHES)
+    gather(study, "cpu", log=lambda *_: None)
+    families = json.loads((study.results_dir("cpu") / "summary.json").read_text())["families"]
+    checks = {c["comparison"]: c for c in families["heatmap_aggregation"]["checks"]}
+    better = checks["w32_512_ss > w32_512_heatmaps_quarter"]
+    assert better["low"] > 0 and better["outcome"] == "holds" and better["seeds"] == [3, 3]
+    same = checks["w32_512_ss > w32_512_heatmaps_half"]  # equal noise: no decision either way
+    assert same["low"] < 0 < same["high"] and same["outcome"] == "undecided"
+    assert families["heatmap_aggregation"]["verdict"] == "mixed: 1 holds, 1 undecided"
+    assert families["test_time"] == {"checks": [], "verdict": "not measured in this profile"}

@@ -67,7 +67,7 @@ def gather(study: "Study", profile: str, log: Callable[[str], Any] = print) -> P
         for key in ("parameters", "gflops", "train_seconds", "train_images_per_s", "seconds_per_image"):
             row[key] = first.get(key)
         rows.append(row)
-    summary = {"profile": profile, "rows": rows}
+    summary = {"profile": profile, "rows": rows, "families": family_intervals(study, profile, log)}
     if skipped:
         summary["skipped"] = skipped
     atomic_write_json(results / "summary.json", summary)
@@ -156,3 +156,67 @@ def family_verdicts(study: "Study", profile: str) -> dict[str, tuple[list[dict[s
         checks = [e.check(rows) for e in family.expect]
         result[name] = (checks, verdict(checks))
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims -> intervals: paired bootstrap over validation images and seeds (``hhrnet.stats``)
+
+
+def expectation_outcome(op: str, low: float, high: float, margin: float = NOISE_TOLERANCE) -> str:
+    """``holds``, ``contradicted`` or ``undecided``: what a 95% interval of Δ = a − b says of ``a op b``.
+
+    ``>`` holds when the interval lies above 0; ``≥`` (not lower beyond noise) when it lies above
+    −margin; ``≈`` when it lies inside ±margin.  ``>``/``≥`` are contradicted when it lies below 0,
+    ``≈`` when it excludes 0.
+    """
+    if op == ">":
+        return "holds" if low > 0 else "contradicted" if high < 0 else "undecided"
+    if op == "≥":
+        return "holds" if low > -margin else "contradicted" if high < 0 else "undecided"
+    return "holds" if -margin < low and high < margin else "contradicted" if low > 0 or high < 0 else "undecided"
+
+
+def family_outcome(outcomes: list[str]) -> str:
+    """A family's verdict from its comparisons' outcomes ('not measured' when none has intervals)."""
+    if not outcomes:
+        return "not measured in this profile"
+    if all(o == "holds" for o in outcomes):
+        return "reproduces: every comparison decided by its 95% interval"
+    if all(o == "contradicted" for o in outcomes):
+        return "contradicted: every comparison decided against the claim"
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("holds", "contradicted", "undecided") if o in outcomes)
+    return f"mixed: {counts}"
+
+
+def family_intervals(study: "Study", profile: str, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Per family, each expectation's ΔAP with its paired 95% interval, where every seed has ``matches.npz``."""
+    from ..evaluation import MATCHES
+    from ..stats import MatchTable, paired_bootstrap
+
+    results = study.results_dir(profile)
+    evaluations = study.evaluations(profile)
+
+    def tables(name: str) -> list[MatchTable] | None:
+        if name not in evaluations:
+            return None
+        paths = [results / "eval" / name / f"seed{seed}" / MATCHES for seed in study.eval_seeds(name, profile)]
+        return [MatchTable.load(p) for p in paths] if paths and all(p.exists() for p in paths) else None
+
+    families = {}
+    for name, family in study.definition.families.items():
+        checks = []
+        for e in family.expect:
+            a, b = tables(e.a), tables(e.b)
+            if a is None or b is None:
+                continue
+            try:
+                c = paired_bootstrap(a, b, margin=NOISE_TOLERANCE)
+            except ValueError as err:  # e.g. rows evaluated on different images
+                log(f"gather: no interval for {e.a} {e.op} {e.b}: {err}")
+                continue
+            checks.append({"comparison": f"{e.a} {e.op} {e.b}", "delta": c.delta, "low": c.low, "high": c.high,
+                           "p_le_0": c.p_le_0, "seeds": list(c.seeds), "images": c.images,
+                           "outcome": expectation_outcome(e.op, c.low, c.high)})
+        families[name] = {"checks": checks, "verdict": family_outcome([c["outcome"] for c in checks])}
+    return families
+
