@@ -100,5 +100,6 @@ def test_log_dict_has_per_resolution_terms_and_total():
 
 
 def test_factor_lists_must_match_the_number_of_outputs():
+    """One entry per output, or a single entry for every output; any other length is refused."""
     with pytest.raises(ConfigError, match="loss.push_loss_factor"):
-        MultiResolutionLoss(LossConfig(push_loss_factor=(0.001,)), ModelConfig())
+        MultiResolutionLoss(LossConfig(push_loss_factor=(0.001, 0.001, 0.001)), ModelConfig())
