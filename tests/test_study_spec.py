@@ -199,3 +199,17 @@ def test_gather_decides_each_claim_with_a_paired_interval(tmp_path):
     assert same["low"] < 0 < same["high"] and same["outcome"] == "undecided"
     assert families["heatmap_aggregation"]["verdict"] == "mixed: 1 holds, 1 undecided"
     assert families["test_time"] == {"checks": [], "verdict": "not measured in this profile"}
+
+
+def test_stamps_do_not_depend_on_where_the_repository_or_cache_is(tmp_path, monkeypatch):
+    """A fresh clone elsewhere finds the committed results up to date (absolute paths are not hashed)."""
+    from hhrnet.study import run_stamp
+
+    monkeypatch.delenv("HHRNET_CACHE", raising=False)
+    stamps = []
+    for where in ("a", "b/deeper"):
+        (tmp_path / where).mkdir(parents=True)
+        study = _write(tmp_path / where, lambda s: None)
+        stamps.append({r.name: run_stamp(study, r, "code") for r in study.runs("cpu")})
+        assert any(str(tmp_path / where) in json.dumps(r.parameters) for r in study.runs("cpu"))
+    assert stamps[0] == stamps[1]

@@ -42,7 +42,10 @@ def code_version(package_dir: Path | None = None) -> str:
 
 
 def run_stamp(study: Study, run: Run, code: str) -> str:
-    h = hashlib.sha256(json.dumps(run.parameters, sort_keys=True).encode())
+    """Hash of the run's parameters, notebook and code; the same for any checkout and cache location."""
+    parameters = json.dumps(run.parameters, sort_keys=True)
+    parameters = parameters.replace(str(study.cache), "$CACHE").replace(str(study.root), "$EXPERIMENTS")
+    h = hashlib.sha256(parameters.encode())
     h.update((study.root / run.notebook).read_bytes())
     h.update(code.encode())
     return h.hexdigest()[:16]
