@@ -200,3 +200,11 @@ def test_labels_come_from_the_keypoint_set():
 
     assert S.KEYPOINTS is COCO_17 and S.coco_categories() == [COCO_17.coco_category()]
     assert S.COCO_KEYPOINT_NAMES == COCO_17.names and S.COCO_SKELETON[0] == (16, 14)  # 1-based, as COCO writes
+
+
+def test_generated_splits_pass_the_ground_truth_validation(dataset):
+    """What train and evaluate read is checked on one path; the generator's files must pass it."""
+    from hhrnet.data.coco import load_coco
+
+    for split in ("train", "val"):
+        load_coco(dataset.annotations[split])

@@ -141,7 +141,7 @@ def test_issue_21_probes_are_refused_with_the_file_name(tmp_path, change, messag
 
 def test_training_reads_through_the_same_validation(tmp_path):
     coco = copy.deepcopy(ORIGINAL)
-    coco["annotations"][3]["keypoints"][5] = -1
+    coco["annotations"][3]["keypoints"][3] = -1  # the x of joint 1
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(coco))
     with pytest.raises(DatasetError, match="contains negative"):
@@ -150,3 +150,18 @@ def test_training_reads_through_the_same_validation(tmp_path):
 
     with pytest.raises(DatasetError, match="contains negative"):
         CocoKeypoints(path, IMAGES, train=True, input_size=64, output_sizes=(16, 32))
+
+
+def test_joints_inside_the_first_pixel_are_valid(tmp_path):
+    """Pixel-index coordinates: pixel 0 spans -0.5..0.5, so x = -0.375 is in the image (the synthetic
+    generator writes such border joints); x = -0.6 is not."""
+    coco = copy.deepcopy(ORIGINAL)
+    ann = next(a for a in coco["annotations"] if a["keypoints"][2] == 2)
+    path = tmp_path / "gt.json"
+    ann["keypoints"][0] = -0.375
+    path.write_text(json.dumps(coco))
+    load_coco(path)
+    ann["keypoints"][0] = -0.6
+    path.write_text(json.dumps(coco))
+    with pytest.raises(DatasetError, match="outside the image"):
+        load_coco(path)

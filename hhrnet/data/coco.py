@@ -123,9 +123,9 @@ def _annotation_keypoints(ann: Mapping[str, Any], num_joints: int, where: str) -
         raise DatasetError(f"{where}: 'keypoints' has {keypoints.size} values, expected 3 x {num_joints} joints")
     if not np.isfinite(keypoints).all():
         raise DatasetError(f"{where}: 'keypoints' contains NaN or infinity")
-    if (keypoints < 0).any():
-        raise DatasetError(f"{where}: 'keypoints' contains negative values (COCO uses x, y >= 0, v in 0, 1, 2)")
     keypoints = keypoints.reshape(num_joints, 3)
+    if (keypoints[:, :2] < -0.5).any():  # pixel-index coordinates: pixel 0 spans -0.5..0.5
+        raise DatasetError(f"{where}: 'keypoints' contains negative coordinates outside the image (x, y < -0.5)")
     if not np.isin(keypoints[:, 2], (0, 1, 2)).all():
         raise DatasetError(f"{where}: keypoint visibility must be 0, 1 or 2, got {sorted(set(keypoints[:, 2]))}")
     return keypoints
