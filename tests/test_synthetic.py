@@ -202,9 +202,16 @@ def test_labels_come_from_the_keypoint_set():
     assert S.COCO_KEYPOINT_NAMES == COCO_17.names and S.COCO_SKELETON[0] == (16, 14)  # 1-based, as COCO writes
 
 
-def test_generated_splits_pass_the_ground_truth_validation(dataset):
-    """What train and evaluate read is checked on one path; the generator's files must pass it."""
+def test_generated_splits_pass_the_ground_truth_validation(tmp_path):
+    """What train and evaluate read is checked on one path; the generator's files must pass it, border
+    joints in the first pixel (pixel-index x or y in [-0.5, 0)) included."""
     from hhrnet.data.coco import load_coco
 
+    scenes = S.SyntheticConfig(max_people=3, height_range=(0.3, 1.0), crowd_prob=0.0, lying_prob=0.0,
+                               clutter_shapes=(0, 2), occluder_prob=0.1, noise_sigma_max=2.0, blur_prob=0.1,
+                               front_facing_prob=0.85)
+    data = S.generate(tmp_path / "s", 54, 1, size=256, seed=0, config=scenes, workers=1)
+    joints = np.concatenate([np.reshape(a["keypoints"], (-1, 3)) for a in _annotations(data)])
+    assert ((joints[:, :2] < 0) & (joints[:, 2:] > 0)).any()  # seed 0's image 53 has one
     for split in ("train", "val"):
-        load_coco(dataset.annotations[split])
+        load_coco(data.annotations[split])
