@@ -16,6 +16,7 @@ import copy
 import io
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -78,7 +79,8 @@ def _hotcoco_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[i
                    keypoints: KeypointSet) -> np.ndarray:
     import hotcoco
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "hotcoco: kpt_oks_sigmas differ")  # other sets: on purpose
         hot_gt = hotcoco.COCO(gt.dataset)
         dt = hot_gt.loadRes(copy.deepcopy(results))
         ev = hotcoco.COCOeval(hot_gt, dt, "keypoints")
