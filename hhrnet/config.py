@@ -470,8 +470,8 @@ def preset(name: str) -> Config:
                   train=TrainConfig(batch_size=batch_size))
 
 
-def model_config_from_official(extra: Mapping[str, Any], num_joints: int = COCO_17.num_joints, tag_per_joint: bool = True,
-                               with_ae_loss: tuple[bool, ...] | None = None) -> ModelConfig:
+def model_config_from_official(extra: Mapping[str, Any], num_joints: int = COCO_17.num_joints,
+                               tag_per_joint: bool = True, with_ae_loss: tuple[bool, ...] | None = None) -> ModelConfig:
     """Read the official repo's ``MODEL.EXTRA`` block (also the goldens' ``model_tiny.json`` layout).
 
     Keys may be upper case (official YAML) or lower case.  Structures hhrnet cannot express (branch

@@ -84,8 +84,8 @@ def tile_view(maps: np.ndarray, **pad: object) -> np.ndarray:
 def per_tile(tiled: np.ndarray, reduce=torch.amax) -> np.ndarray:
     """``reduce`` (``torch.amax``/``amin``) of ``(..., ny, TILE, nx, TILE)`` tiles -> ``(..., ny · nx)``.
 
-    Rows first (an element-wise extremum of contiguous rows), then within each row of tiles: about
-    twice as fast as reducing both tile axes in one call.
+    Rows first (an element-wise extremum of contiguous rows), then within each row of tiles, which is
+    faster than reducing both tile axes in one call.
     """
     return reduce(reduce(torch.from_numpy(tiled), -3), -1).flatten(-2).numpy()
 
@@ -395,7 +395,8 @@ def group(heatmaps: torch.Tensor | np.ndarray, tags: torch.Tensor | np.ndarray, 
     heatmaps, tags = _as_numpy(heatmaps), _as_numpy(tags)
     num_joints, tag_dim = heatmaps.shape[1], tags.shape[-1]
     if keypoints is not None and keypoints.num_joints != num_joints:
-        raise ValueError(f"{num_joints} heatmaps for the {keypoints.num_joints} joints of keypoint set {keypoints.name!r}")
+        raise ValueError(f"{num_joints} heatmaps for the {keypoints.num_joints} joints of keypoint set "
+                         f"{keypoints.name!r}")
     order = None if keypoints is None else keypoints.joint_order
     tile_max = tile_maxima(heatmaps)
     candidates = top_candidates(heatmaps, tags, test.max_people, test.nms_kernel, test.detection_threshold, tile_max)

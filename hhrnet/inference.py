@@ -318,7 +318,8 @@ class Predictor:
             for s, (size_wh, center, scale_200) in zip(test.scales, warps):
                 yield self.run_network(images, s, size_wh, center, scale_200)
 
-        heatmaps, tags = aggregate(passes(), self.keypoints.num_joints, self.keypoints.flip_index, test, base_wh[::-1])
+        kset = self.keypoints
+        heatmaps, tags = aggregate(passes(), kset.num_joints, kset.flip_index, test, base_wh[::-1])
         _, center, scale_200 = warps[-1]  # the reference maps back with the last (smallest) scale's warp
         return heatmaps.cpu(), tags.cpu(), center, scale_200
 

@@ -10,9 +10,10 @@ How a scene is made (three pure steps):
 1. ``sample_scene(rng, ...)`` -> :class:`Scene`: a 3-D stick body with volume per person (yawed to face
    front, back, profile or anything between, random joint angles, proportions, clothes, textures),
    projected orthographically to 2-D drawing primitives (tapered capsules, ellipses, trapezoids) sorted
-   back to front, plus the 17 COCO keypoints, occluders, a background and sensor noise.  Left and right
-   are decidable the way they are for real people: the face (eyes, nose, mouth) shows only when the head
-   faces the camera, feet point forward, and the far-side limbs are painted behind the torso.
+   back to front, plus the keypoints of ``KEYPOINTS`` (COCO's 17), occluders, a background and sensor
+   noise.  Left and right are decidable the way they are for real people: the face (eyes, nose, mouth)
+   shows only when the head faces the camera, feet point forward, and the far-side limbs are painted
+   behind the torso.
 2. ``render_scene(scene)`` -> :class:`Render`: coverage from signed distances evaluated at pixel centres
    with numpy, so the rasterizer is mirror-exact by construction.
 3. ``annotate_scene(scene, render)`` -> COCO annotations: ``v=2`` when the joint's own body part is the
@@ -31,6 +32,10 @@ Exactness: every geometric coordinate is snapped to a 1/8-pixel grid (never exac
 "the pixel under a joint" is unambiguous), which makes ``W - 1 - x`` exact in float32; the rasterizer then
 only ever uses sign-symmetric IEEE operations of ``x`` differences, and background, noise and blur are
 either stored in the scene (and flipped by ``mirror_scene``) or computed with mirror-paired sums.
+
+Modules: ``config`` (knobs, keypoint set), ``scene`` (the frozen scene description, mirroring),
+``body`` (one person), ``sampler`` (a whole scene), ``render``, ``annotate`` (COCO records), ``write``
+(the dataset on disk).
 """
 
 from __future__ import annotations
