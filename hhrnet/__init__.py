@@ -3,7 +3,7 @@
 The one-cell API::
 
     import hhrnet
-    predictor = hhrnet.Predictor("w32_512.pth")          # or Predictor(*hhrnet.load_model(...))
+    predictor = hhrnet.Predictor("w32_512")              # a checkpoint file or a published name
     poses = predictor.predict(images)                    # RGB uint8 arrays -> people per image
     maps = predictor.maps(images)                        # aggregated heatmaps and tags, before grouping
     metrics = hhrnet.evaluate(predictor, "data/coco", "val2017")

@@ -206,11 +206,15 @@ class Maps:
         return resize_align(image, self.size_wh, self.center, self.scale_200)
 
 
-def load_model(source: str | Path, config: Config | str | None = None) -> tuple[HigherHRNet, Config]:
-    """``(network in eval mode, its Config)`` from a checkpoint file (official, mmpose or hhrnet), or an
-    untrained network for a preset name (``"w32_512"``), to look at shapes before any training."""
-    if isinstance(source, str) and source in PRESETS and not Path(source).exists():
-        cfg = preset(source) if config is None else (preset(config) if isinstance(config, str) else config)
+def load_model(source: str | Path, config: Config | str | None = None,
+               weights: bool = True) -> tuple[HigherHRNet, Config]:
+    """``(network in eval mode, its Config)`` from a checkpoint file (official, mmpose or hhrnet) or a
+    published name (``"w32_512"``, fetched once, see ``hhrnet.hub``); ``weights=False`` builds the
+    preset ``source`` untrained, to look at shapes without any download."""
+    if not weights:
+        if source not in PRESETS:
+            raise ValueError(f"weights=False builds a preset ({', '.join(PRESETS)}), got {source!r}")
+        cfg = preset(str(source)) if config is None else (preset(config) if isinstance(config, str) else config)
         return HigherHRNet(cfg.model).eval(), cfg
     from hhrnet.checkpoints import load_model as load_checkpoint
 
@@ -221,7 +225,7 @@ class Predictor:
     """Image(s) -> ``Poses`` (``predict``) or aggregated maps (``maps``) with a ``HigherHRNet``.
 
     ``model`` is a network (or any module with the same outputs) with its ``cfg``, or what
-    ``load_model`` takes: a checkpoint path or a preset name.  Images are RGB uint8 ``(H, W, 3)``
+    ``load_model`` takes: a checkpoint file or a published name.  Images are RGB uint8 ``(H, W, 3)``
     arrays of any sizes; images of the same size are run together in batches of ``batch_size``,
     results come back in input order.  ``test`` replaces ``cfg.test``.
     """

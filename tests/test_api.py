@@ -33,7 +33,7 @@ def test_import_is_light_and_exports_the_api():
 
 
 def test_load_model_from_a_preset_or_a_checkpoint(tmp_path):
-    model, cfg = hhrnet.load_model("w32_512")
+    model, cfg = hhrnet.load_model("w32_512", weights=False)
     assert cfg == hhrnet.preset("w32_512") and not model.training and hhrnet.count_parameters(model) == 28_645_331
     torch.manual_seed(0)
     path = save_checkpoint(tmp_path / "tiny.pth", hhrnet.HigherHRNet(TINY.model), TINY)
