@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from hhrnet.checkpoints import load_model
-from hhrnet.config import TestConfig
+from hhrnet.config import MULTI_SCALE, TestConfig
 from hhrnet.data.coco import read_rgb_image
 from hhrnet.inference import Predictor
 
@@ -61,7 +61,7 @@ def main() -> None:
     model.register_forward_hook(timed_forward)
     settings = {"single scale + flip": TestConfig()}
     if not args.no_multi_scale:
-        settings["scales 2, 1, 0.5 + flip"] = TestConfig(scales=(2.0, 1.0, 0.5))
+        settings["scales 2, 1, 0.5 + flip"] = TestConfig(scales=MULTI_SCALE)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {label}")
     print(f"{'setting':28s} {'batch':>5s} {'img/s':>8s} {'s/img':>8s} {'network share':>14s}")
     for name, test in settings.items():

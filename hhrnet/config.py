@@ -3,8 +3,14 @@
 Every published row is one ``Config`` built by ``preset(name)``; the widths (32, 48) and input sizes
 (512, 640) are the only numbers that differ between rows, so each preset is *derived* from them rather
 than written out.  CPU-scale variants are derived from a preset with ``dataclasses.replace`` (see
-``Config.override``), never copied.  ``Config.to_dict``/``Config.from_dict`` give a lossless round trip
-through JSON/YAML, which is how a checkpoint carries its own configuration.
+``Config.override``), never copied.  ``to_dict``/``from_dict`` give a lossless round trip through
+JSON/YAML, which is how a checkpoint carries its own configuration.
+
+Some values follow from others and are derived when unset (None): the keypoint set named by
+``data.keypoints`` gives ``model.num_joints`` and ``data.flip_index``; ``model.num_deconvs`` gives the
+length of every per-output tuple (``model.with_ae_loss``, ``loss.*``, ``test.with_heatmaps/with_tags``).
+``Config.override`` lets derived values follow a structural change, so ``model.num_deconvs`` alone
+defines the HRNet baseline (0) or a two-deconv network.
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-COCO_FLIP_INDEX: tuple[int, ...] = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+from .keypoints import COCO_17, DEFAULT_KEYPOINTS, KeypointSet, keypoint_set
+
+COCO_FLIP_INDEX: tuple[int, ...] = COCO_17.flip_index  # kept for old imports; use ``data.flip_index``
+
+# The published multi-scale test (``test.scales``): images at 2, 1 and 0.5 times the input size.
+MULTI_SCALE: tuple[float, ...] = (2.0, 1.0, 0.5)
 
 PRESETS: dict[str, tuple[int, int, int]] = {
     # name: (HRNet width C, training input size, images per GPU in mmpose's 0.x configs)
@@ -37,6 +48,11 @@ class ConfigError(ValueError):
     """A configuration that cannot be built; the message names the offending key."""
 
 
+def _length_error(key: str, got: int, outputs: int) -> ConfigError:
+    return ConfigError(f"{key} has {got} entries, expected one per network output: model.num_deconvs + 1 "
+                       f"= {outputs} (leave it unset for the default on every output)")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Structure of HRNet + HigherHRNet head.
@@ -47,7 +63,7 @@ class ModelConfig:
     """
 
     width: int = 32
-    num_joints: int = 17
+    num_joints: int = COCO_17.num_joints  # inside a Config: derived from ``data.keypoints``
     stem_channels: int = 64
     layer1_blocks: int = 4
     layer1_planes: int = 64
@@ -70,10 +86,7 @@ class ModelConfig:
             object.__setattr__(self, "with_ae_loss", tuple(bool(v) for v in self.with_ae_loss))
         object.__setattr__(self, "stage_modules", tuple(int(v) for v in self.stage_modules))
         if len(self.with_ae_loss) != self.num_deconvs + 1:
-            raise ConfigError(
-                f"model.with_ae_loss has {len(self.with_ae_loss)} entries, expected num_deconvs + 1 = "
-                f"{self.num_deconvs + 1}"
-            )
+            raise _length_error("model.with_ae_loss", len(self.with_ae_loss), self.num_deconvs + 1)
         if len(self.stage_modules) != 3:
             raise ConfigError(f"model.stage_modules must list stages 2, 3, 4; got {self.stage_modules}")
         if self.final_conv_kernel not in (1, 3):
@@ -104,7 +117,7 @@ class ModelConfig:
 class TestConfig:
     """Test-time aggregation and grouping; defaults are the published mmpose ``test_cfg`` (single scale).
 
-    The multi-scale rows use ``scales=(2.0, 1.0, 0.5)``.  ``with_heatmaps`` / ``with_tags`` pick, per
+    The multi-scale rows use ``scales=MULTI_SCALE``.  ``with_heatmaps`` / ``with_tags`` pick, per
     network output, whether it contributes heatmaps / tag maps (None: every output gives heatmaps, every
     output with more than ``num_joints`` channels gives tags); ``(True, False)`` is the "1/4 only" ablation.
     """
@@ -146,7 +159,10 @@ class DataConfig:
 
     Output map sizes are not stored here: they follow from ``Config.input_size`` and
     ``ModelConfig.output_strides`` so that a CPU variant with a smaller input cannot get stale sizes.
+    ``keypoints`` names a registered ``KeypointSet`` (``hhrnet.keypoints``); the flip index is its.
     """
+
+    keypoints: str = DEFAULT_KEYPOINTS
 
     sigma: float = 2.0
     scale_aware_sigma: bool = False
@@ -161,44 +177,71 @@ class DataConfig:
     scale_type: str = "short"
     max_translate: float = 40.0
     flip_prob: float = 0.5
-    flip_index: tuple[int, ...] = COCO_FLIP_INDEX
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     def __post_init__(self) -> None:
-        for name in ("flip_index", "mean", "std"):
+        for name in ("mean", "std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        try:
+            keypoint_set(self.keypoints)
+        except KeyError as err:
+            raise ConfigError(f"data.keypoints: {err.args[0]}") from None
         if self.scale_type not in ("short", "long"):
             raise ConfigError(f"data.scale_type must be 'short' or 'long', got {self.scale_type!r}")
         if not 0 < self.min_scale <= self.max_scale:
             raise ConfigError(f"data.min_scale/max_scale must satisfy 0 < min <= max, got "
                               f"{self.min_scale}, {self.max_scale}")
-        if sorted(self.flip_index) != list(range(len(self.flip_index))):
-            raise ConfigError(f"data.flip_index must be a permutation of 0..K-1, got {self.flip_index}")
+
+    @property
+    def keypoint_set(self) -> KeypointSet:
+        return keypoint_set(self.keypoints)
+
+    @property
+    def flip_index(self) -> tuple[int, ...]:
+        return self.keypoint_set.flip_index
 
     def scale_aware_base_size(self, input_size: int) -> int:
         """``base_size``, or half the input size when unset (keeps CPU variants consistent)."""
         return self.base_size if self.base_size is not None else input_size // 2
 
 
+# The published value of each per-output loss setting, the same for every output (official ``LOSS.*``).
+LOSS_EVERY_OUTPUT: dict[str, Any] = {"with_heatmaps_loss": True, "heatmaps_loss_factor": 1.0,
+                                     "push_loss_factor": 0.001, "pull_loss_factor": 0.001}
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """Loss switches and factors per output resolution (official ``LOSS.*``; W32-512 values).
 
-    Which outputs carry tags (and so get an AE loss) is ``ModelConfig.with_ae_loss``.
+    Each tuple has one entry per network output; None means ``LOSS_EVERY_OUTPUT`` on every output
+    (filled in by ``for_outputs``, which ``Config`` calls).  Which outputs carry tags (and so get an
+    AE loss) is ``ModelConfig.with_ae_loss``.
     """
 
     ae_type: str = "exp"
-    with_heatmaps_loss: tuple[bool, ...] = (True, True)
-    heatmaps_loss_factor: tuple[float, ...] = (1.0, 1.0)
-    push_loss_factor: tuple[float, ...] = (0.001, 0.001)
-    pull_loss_factor: tuple[float, ...] = (0.001, 0.001)
+    with_heatmaps_loss: tuple[bool, ...] | None = None
+    heatmaps_loss_factor: tuple[float, ...] | None = None
+    push_loss_factor: tuple[float, ...] | None = None
+    pull_loss_factor: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("with_heatmaps_loss", "heatmaps_loss_factor", "push_loss_factor", "pull_loss_factor"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in LOSS_EVERY_OUTPUT:
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.ae_type not in ("exp", "max"):
             raise ConfigError(f"loss.ae_type must be 'exp' or 'max', got {self.ae_type!r}")
+
+    def for_outputs(self, outputs: int) -> "LossConfig":
+        """Every per-output tuple filled in for a network with ``outputs`` outputs (lengths checked)."""
+        values = {}
+        for name, default in LOSS_EVERY_OUTPUT.items():
+            value = getattr(self, name)
+            if value is not None and len(value) != outputs:
+                raise _length_error(f"loss.{name}", len(value), outputs)
+            values[name] = (default,) * outputs if value is None else value
+        return dataclasses.replace(self, **values)
 
 
 @dataclass(frozen=True)
@@ -274,9 +317,38 @@ class Config:
     test: TestConfig = field(default_factory=TestConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        kset, outputs = self.data.keypoint_set, self.model.num_deconvs + 1
+        if self.model.num_joints != kset.num_joints:
+            raise ConfigError(f"model.num_joints is {self.model.num_joints} but data.keypoints {kset.name!r} has "
+                              f"{kset.num_joints} joints (leave model.num_joints unset to derive it)")
+        object.__setattr__(self, "loss", self.loss.for_outputs(outputs))
+        for name in ("with_heatmaps", "with_tags"):
+            value = getattr(self.test, name)
+            if value is not None and len(value) != outputs:
+                raise _length_error(f"test.{name}", len(value), outputs)
+
     def override(self, **changes: Any) -> "Config":
-        """A copy with dotted-path changes, e.g. ``override(**{"model.width": 8, "input_size": 256})``."""
-        return from_dict(_set_dotted(to_dict(self), changes))
+        """A copy with dotted-path changes, e.g. ``override(**{"model.width": 8, "input_size": 256})``.
+
+        Derived values that still have their derived value (``DERIVED``) follow the change, so
+        ``override(**{"model.num_deconvs": 0})`` and ``override(**{"data.keypoints": ...})`` just work.
+        """
+        d = to_dict(self)
+        for key, derive in DERIVED.items():
+            section, leaf = key.split(".")
+            if key not in changes and d[section][leaf] == to_dict(derive(self)):
+                d[section][leaf] = None
+        return from_dict(_set_dotted(d, changes))
+
+
+# Dotted keys whose unset (None) value is derived from other keys, with that derived value.
+DERIVED: dict[str, Any] = {
+    "model.num_joints": lambda cfg: cfg.data.keypoint_set.num_joints,
+    "model.with_ae_loss": lambda cfg: dataclasses.replace(cfg.model, with_ae_loss=None).with_ae_loss,
+    **{f"loss.{name}": (lambda cfg, name=name: getattr(LossConfig().for_outputs(cfg.model.num_deconvs + 1), name))
+       for name in LOSS_EVERY_OUTPUT},
+}
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -296,6 +368,7 @@ def from_dict(d: Mapping[str, Any], cls: type = Config, where: str = "") -> Any:
     """Inverse of ``to_dict``; unknown keys are an error naming the key, so typos don't pass silently."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"config{where or ''}: expected a mapping, got {type(d).__name__}")
+    d = _derive_keypoint_fields(d, cls, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - set(fields))
     if unknown:
@@ -310,6 +383,33 @@ def from_dict(d: Mapping[str, Any], cls: type = Config, where: str = "") -> Any:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"config{' ' + where if where else ''}: {err}") from None
+
+
+def _derive_keypoint_fields(d: Mapping[str, Any], cls: type, where: str) -> Mapping[str, Any]:
+    """Fill ``model.num_joints`` from ``data.keypoints`` when unset; accept the ``data.flip_index`` that
+    configs written before keypoint sets carry when it is the set's own (an error naming both otherwise)."""
+    if cls is Config:
+        data = d.get("data") or {}
+        model = dict(d.get("model") or {})
+        if model.get("num_joints") is None and isinstance(data, Mapping):
+            try:
+                model["num_joints"] = keypoint_set(data.get("keypoints", DEFAULT_KEYPOINTS)).num_joints
+            except KeyError as err:
+                raise ConfigError(f"data.keypoints: {err.args[0]}") from None
+            except TypeError:
+                return d  # not a name: DataConfig reports the type
+            d = {**d, "model": model}
+    elif cls is DataConfig and "flip_index" in d:
+        d = dict(d)
+        flip_index = d.pop("flip_index")
+        try:
+            expected = keypoint_set(d.get("keypoints", DEFAULT_KEYPOINTS)).flip_index
+        except (KeyError, TypeError):
+            return d
+        if flip_index is not None and list(flip_index) != list(expected):
+            raise ConfigError(f"{where}.flip_index {list(flip_index)} differs from that of {where}.keypoints "
+                              f"({list(expected)}); the flip index comes from the keypoint set")
+    return d
 
 
 def _typed(value: Any, hint: Any, path: str) -> Any:
@@ -373,8 +473,8 @@ def preset(name: str) -> Config:
                   train=TrainConfig(batch_size=batch_size))
 
 
-def model_config_from_official(extra: Mapping[str, Any], num_joints: int = 17, tag_per_joint: bool = True,
-                               with_ae_loss: tuple[bool, ...] | None = None) -> ModelConfig:
+def model_config_from_official(extra: Mapping[str, Any], num_joints: int = COCO_17.num_joints,
+                               tag_per_joint: bool = True, with_ae_loss: tuple[bool, ...] | None = None) -> ModelConfig:
     """Read the official repo's ``MODEL.EXTRA`` block (also the goldens' ``model_tiny.json`` layout).
 
     Keys may be upper case (official YAML) or lower case.  Structures hhrnet cannot express (branch

@@ -1,11 +1,12 @@
 """COCO keypoint AP/AR of predicted poses.
 
 ``coco_results`` turns one image's ``Poses`` into COCO result entries (one per person, as the reference
-writes them); ``evaluate_coco`` scores a list of entries with ``COCOeval(gt, dt, "keypoints")``.
+writes them); ``evaluate_coco`` scores a list of entries with ``COCOeval(gt, dt, "keypoints")``, using
+the OKS sigmas and area ranges of the keypoint set; ``evaluate`` runs a predictor over a whole split.
 
-pycocotools is the reference.  ``backend="hotcoco"`` uses the Rust re-implementation ``hotcoco`` (about
-100x faster; optional dependency), which the tests check gives the same ten numbers on our data;
-``"auto"`` picks hotcoco when it is installed.
+pycocotools is the reference.  ``backend="hotcoco"`` uses the faster Rust re-implementation ``hotcoco``
+(optional dependency), which the tests check gives the same ten numbers on our data; ``"auto"`` picks
+hotcoco when it is installed.
 """
 
 from __future__ import annotations
@@ -13,26 +14,32 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from hhrnet.keypoints import COCO_17, KeypointSet
+
+# COCOeval's ten summary numbers, in its order: the one list of metric names.
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AR75", "AR_M", "AR_L")
-PERSON_CATEGORY = 1
+PERSON_CATEGORY = COCO_17.category_id  # kept for old imports
 
 
-def coco_results(image_id: int, poses: Any) -> list[dict[str, Any]]:
-    """COCO result entries for one image: ``keypoints`` (x, y, value per joint, 51 floats for COCO), ``score``.
+def coco_results(image_id: int, poses: Any, keypoints: KeypointSet = COCO_17) -> list[dict[str, Any]]:
+    """COCO result entries for one image: ``keypoints`` (x, y, value per joint), ``score``, the set's category.
 
     ``poses`` is a ``hhrnet.inference.Poses`` (anything with ``keypoints (P, K, 3)`` and ``scores (P,)``).
     The value column does not enter OKS; the score orders the detections (maxDets = 20 per image).
     """
     return [
-        {"image_id": int(image_id), "category_id": PERSON_CATEGORY,
-         "keypoints": [float(v) for v in np.asarray(keypoints, np.float64)[:, :3].reshape(-1)],
+        {"image_id": int(image_id), "category_id": keypoints.category_id,
+         "keypoints": [float(v) for v in np.asarray(person, np.float64)[:, :3].reshape(-1)],
          "score": float(score)}
-        for keypoints, score in zip(poses.keypoints, poses.scores)
+        for person, score in zip(poses.keypoints, poses.scores)
     ]
 
 
@@ -46,27 +53,40 @@ def load_ground_truth(gt: Any) -> Any:
     return gt
 
 
-def _pycocotools_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int]) -> np.ndarray:
+def _area_ranges(keypoints: KeypointSet) -> list[list[float]]:
+    """COCOeval's keypoint area ranges (all, medium, large) from the set's sqrt(area) bounds."""
+    low, high = keypoints.area_bounds
+    return [[0 ** 2, 1e5 ** 2], [low ** 2, high ** 2], [high ** 2, 1e5 ** 2]]
+
+
+def _pycocotools_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int],
+                       keypoints: KeypointSet) -> np.ndarray:
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds fields to the entries it is given
         ev = COCOeval(gt, dt, "keypoints")
         ev.params.imgIds = list(image_ids)
+        ev.params.kpt_oks_sigmas = np.array(keypoints.sigmas)
+        ev.params.areaRng = _area_ranges(keypoints)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return np.asarray(ev.stats, np.float64)
 
 
-def _hotcoco_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int]) -> np.ndarray:
+def _hotcoco_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int],
+                   keypoints: KeypointSet) -> np.ndarray:
     import hotcoco
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "hotcoco: kpt_oks_sigmas differ")  # other sets: on purpose
         hot_gt = hotcoco.COCO(gt.dataset)
         dt = hot_gt.loadRes(copy.deepcopy(results))
         ev = hotcoco.COCOeval(hot_gt, dt, "keypoints")
         ev.params.img_ids = list(image_ids)
+        ev.params.kpt_oks_sigmas = list(keypoints.sigmas)
+        ev.params.area_rng = [[float(v) for v in r] for r in _area_ranges(keypoints)]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -83,7 +103,7 @@ def available_backends() -> tuple[str, ...]:
 
 
 def evaluate_coco(gt: Any, results: Iterable[dict[str, Any]], image_ids: Sequence[int] | None = None,
-                  backend: str = "pycocotools") -> dict[str, float]:
+                  backend: str = "pycocotools", keypoints: KeypointSet = COCO_17) -> dict[str, float]:
     """``{"AP", "AP50", ..., "AR_L"}`` of ``results`` against ``gt`` (a ``COCO`` or a JSON path).
 
     ``image_ids``: the images that were predicted on (default: all of ``gt``); detections count as false
@@ -99,7 +119,7 @@ def evaluate_coco(gt: Any, results: Iterable[dict[str, Any]], image_ids: Sequenc
         raise ValueError(f"unknown COCO evaluation backend {backend!r}: use pycocotools, hotcoco or auto")
     if not results:
         return dict.fromkeys(METRIC_NAMES, 0.0)
-    stats = (_hotcoco_stats if backend == "hotcoco" else _pycocotools_stats)(gt, results, image_ids)
+    stats = (_hotcoco_stats if backend == "hotcoco" else _pycocotools_stats)(gt, results, image_ids, keypoints)
     return {name: float(v) for name, v in zip(METRIC_NAMES, stats)}
 
 
@@ -109,3 +129,40 @@ def metrics_markdown(metrics: dict[str, Any], title: str = "COCO keypoints") -> 
     rule = "|" + "---|" * len(METRIC_NAMES)
     row = "| " + " | ".join(f"{100 * metrics[name]:.1f}" for name in METRIC_NAMES) + " |"
     return f"### {title}\n\n{header}\n{rule}\n{row}\n"
+
+
+def evaluate(predictor: Any, root: str | Path | None = None, split: str | None = None,
+             annotation_file: str | Path | None = None, image_dir: str | Path | None = None,
+             out_dir: str | Path | None = None, backend: str = "pycocotools", progress: bool = True,
+             limit: int | None = None) -> dict[str, Any]:
+    """COCO keypoint AP of a ``Predictor`` on a COCO-format split (every image of it, as the reference).
+
+    The split is ``root`` + ``split`` or an ``annotation_file`` + ``image_dir`` (``hhrnet.data.coco_paths``);
+    the keypoint set is the predictor's config's.  With ``out_dir``: writes ``results.json`` (COCO result
+    entries), ``metrics.json`` and ``metrics.md``.  Returns the metrics plus ``images``, ``people`` and
+    ``seconds_per_image``.
+    """
+    from tqdm import tqdm
+
+    from hhrnet.data.coco import coco_paths, read_rgb_image
+
+    keypoints = predictor.cfg.data.keypoint_set
+    ann_path, img_dir = coco_paths(root, split, annotation_file, image_dir)
+    gt = load_ground_truth(ann_path)
+    image_ids = sorted(gt.getImgIds())[:limit]
+    results = []
+    start = time.perf_counter()
+    for image_id in tqdm(image_ids, desc="evaluate", unit="img", disable=not progress):
+        info = gt.loadImgs(image_id)[0]
+        image = read_rgb_image(img_dir / info["file_name"], (info["height"], info["width"]))
+        results.extend(coco_results(image_id, predictor.predict([image])[0], keypoints))
+    seconds = (time.perf_counter() - start) / max(1, len(image_ids))
+    metrics: dict[str, Any] = evaluate_coco(gt, results, image_ids, backend=backend, keypoints=keypoints)
+    metrics.update(images=len(image_ids), people=len(results), seconds_per_image=seconds)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (out / "metrics.md").write_text(metrics_markdown(metrics, title=f"{predictor.cfg.name} on {ann_path.name}"))
+    return metrics

@@ -4,7 +4,8 @@ The steps, in the order ``group`` runs them (each a function below):
 
 1. ``top_candidates``: local maxima of each heatmap (``kernel x kernel`` max-pool NMS), the
    ``max_people`` strongest per joint, with their positions and tags.
-2. ``match_by_tag``: visit the joints head first (``joint_order``); each candidate above the detection
+2. ``match_by_tag``: visit the joints in the keypoint set's ``joint_order`` (COCO: head first); each
+   candidate above the detection
    threshold joins the person whose mean tag is nearest (Hungarian assignment on
    ``round(distance)·100 − value``, ``munkres_assignment``) if that distance is below the tag
    threshold, else starts a person.
@@ -12,13 +13,11 @@ The steps, in the order ``group`` runs them (each a function below):
 4. ``person_scores``: mean joint value over all joints (missing ones count 0), taken before refine.
 5. ``refine``: a missing joint is looked for over the whole map, near the person's mean tag.
 
-Everything follows the official HigherHRNet ``HeatmapParser`` number for number (see
-``shared/reference/official_pipeline.md``), in numpy.  It is fast because no step touches a pixel whose
-outcome is already decided: one pass takes the maximum of every 32 x 32 tile of every heatmap
-(``tile_maxima``); NMS and top-k then read only the tiles whose maximum is above the detection
-threshold, and refine only the tiles whose bound (largest heatmap value, nearest tag) could still
-beat the best score found so far.  The results are the same as the reference's full-map
-computations, ties included.
+Everything follows the official HigherHRNet ``HeatmapParser`` number for number, in numpy.  One pass
+takes the maximum of every ``TILE x TILE`` tile of every heatmap (``tile_maxima``); NMS and top-k then
+read only the tiles whose maximum is above the detection threshold, and refine (``hhrnet._refine_tiles``)
+only the tiles that could still hold its answer.  The results equal the full-map computations, ties
+included.
 
 A grouped image is an array ``(people, K, 3 + T)``: ``x, y, value`` then the ``T``-dimensional tag of
 each joint, zeros for joints that were not found.  Coordinates are heatmap pixels.
@@ -33,10 +32,9 @@ import numpy as np
 import torch
 
 from hhrnet.config import TestConfig
+from hhrnet.keypoints import COCO_17, KeypointSet
 
-# Head, shoulders and hips first: they are the most reliable, so they found the people and fix each
-# person's mean tag before the limbs are matched (official order, COCO skeleton only).
-COCO_JOINT_ORDER: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
+COCO_JOINT_ORDER: tuple[int, ...] = COCO_17.joint_order  # kept for old imports
 
 # Side of the square tiles whose maxima (and tag ranges) let NMS and refine skip most of a map.
 TILE = 32
@@ -69,8 +67,8 @@ class GroupedImage:
 
 
 def joint_order(num_joints: int) -> tuple[int, ...]:
-    """Matching order: the reference's head-first order for the 17 COCO joints, else natural order."""
-    return COCO_JOINT_ORDER if num_joints == len(COCO_JOINT_ORDER) else tuple(range(num_joints))
+    """Matching order for maps given without a keypoint set: COCO's for COCO's joint count, else natural."""
+    return COCO_17.joint_order if num_joints == COCO_17.num_joints else tuple(range(num_joints))
 
 
 def tile_view(maps: np.ndarray, **pad: object) -> np.ndarray:
@@ -83,19 +81,11 @@ def tile_view(maps: np.ndarray, **pad: object) -> np.ndarray:
     return np.ascontiguousarray(maps).reshape(*maps.shape[:-2], ny, TILE, nx, TILE)
 
 
-def tiles_at(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Flat row-major indices (as ``tile_view`` lays them out) of the tiles of an ``(H, W)`` map that
-    hold pixels ``(x, y)``, without repeats."""
-    ny, nx = -(-shape[0] // TILE), -(-shape[1] // TILE)
-    ty, tx = np.clip(y.astype(np.int64) // TILE, 0, ny - 1), np.clip(x.astype(np.int64) // TILE, 0, nx - 1)
-    return np.unique(ty * nx + tx)
-
-
 def per_tile(tiled: np.ndarray, reduce=torch.amax) -> np.ndarray:
     """``reduce`` (``torch.amax``/``amin``) of ``(..., ny, TILE, nx, TILE)`` tiles -> ``(..., ny · nx)``.
 
-    Rows first (an element-wise extremum of contiguous rows), then within each row of tiles: about
-    twice as fast as reducing both tile axes in one call.
+    Rows first (an element-wise extremum of contiguous rows), then within each row of tiles, which is
+    faster than reducing both tile axes in one call.
     """
     return reduce(reduce(torch.from_numpy(tiled), -3), -1).flatten(-2).numpy()
 
@@ -240,8 +230,10 @@ def munkres_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 
-def match_by_tag(values: np.ndarray, xy: np.ndarray, tags: np.ndarray, test: TestConfig) -> np.ndarray:
-    """Assign one image's candidates (``(K, k)``, ``(K, k, 2)``, ``(K, k, T)``) to people.
+def match_by_tag(values: np.ndarray, xy: np.ndarray, tags: np.ndarray, test: TestConfig,
+                 order: tuple[int, ...] | None = None) -> np.ndarray:
+    """Assign one image's candidates (``(K, k)``, ``(K, k, 2)``, ``(K, k, T)``) to people, joint by joint
+    in ``order`` (a keypoint set's ``joint_order``; default ``joint_order(K)``).
 
     People are kept in creation order; each is represented by the running mean of its matched tags
     (kept as a float32 running sum, which is bit-identical to the reference's mean of a list).
@@ -260,7 +252,7 @@ def match_by_tag(values: np.ndarray, xy: np.ndarray, tags: np.ndarray, test: Tes
         tag_sums = np.concatenate([tag_sums, tag[None]])
         tag_counts = np.append(tag_counts, np.float32(1))
 
-    for joint in joint_order(num_joints):
+    for joint in joint_order(num_joints) if order is None else order:
         keep = values[joint] > test.detection_threshold
         if not keep.any():
             continue
@@ -340,144 +332,33 @@ def refine_scores(heat: np.ndarray, tag_planes: np.ndarray, centre: np.ndarray) 
     return heat - np.round(np.sqrt(total))
 
 
-@dataclass
-class RefineTiles:
-    """One joint's heatmap and tag planes cut into ``TILE x TILE`` tiles, with a bound per tile.
-
-    ``heat (ny, TILE, nx, TILE)`` and ``tags (T, ny, TILE, nx, TILE)`` are views of the maps (copies
-    padded to whole tiles when the map size is not a multiple of ``TILE``: heat ``-inf``, so padding
-    never wins, tags by edge repetition, which changes no range).  Per tile, the largest heatmap value
-    and the tag range bound the refine score of every pixel in it from above (``max heat − round(
-    distance from the centre to the tag box)``); IEEE arithmetic is monotone and the bound sums the
-    squares in the same order as ``refine_scores``, so it holds for the float32 scores exactly.  The
-    heatmap maxima are ``tile_maxima``, shared with NMS; a tile's tag range is read only when its heatmap
-    maximum alone cannot rule it out, and is then kept for the joint's other people.
-    """
-
-    width: int
-    heat: np.ndarray
-    tags: np.ndarray
-    heat_max: np.ndarray  # (ny · nx,) row-major tiles
-    tag_low: np.ndarray  # (T, ny · nx), valid where ``known``
-    tag_high: np.ndarray
-    known: np.ndarray  # (ny · nx,) bool
-
-    @classmethod
-    def of(cls, heat: np.ndarray, tag_planes: np.ndarray, heat_max: np.ndarray | None = None) -> "RefineTiles":
-        """Tiles of ``heat (H, W)`` and ``tag_planes (T, H, W)`` (contiguous planes are not copied);
-        ``heat_max`` is ``tile_maxima(heat)`` when the caller has it already."""
-        tiles = tile_view(heat, constant_values=-np.inf)
-        heat_max = per_tile(tiles, torch.amax) if heat_max is None else heat_max
-        unknown = np.zeros((len(tag_planes), heat_max.size), tag_planes.dtype)
-        return cls(heat.shape[1], tiles, tile_view(tag_planes, mode="edge"), heat_max, unknown, unknown.copy(),
-                   np.zeros(heat_max.size, bool))
-
-    def upper_bounds(self, centres: np.ndarray, tiles: np.ndarray) -> np.ndarray:
-        """``(P, n)``: the largest refine score any pixel of each given tile can reach, per centre ``(P, T)``."""
-        self._read_tag_ranges(tiles)
-        low, high = self.tag_low[:, None, tiles], self.tag_high[:, None, tiles]  # (T, 1, n)
-        centre = centres.T[:, :, None]  # (T, P, 1)
-        gap = np.maximum(np.maximum(low - centre, centre - high), 0)
-        return refine_scores(self.heat_max[tiles], gap, np.zeros(len(gap), gap.dtype))
-
-    def best_per_person(self, person: np.ndarray, tile: np.ndarray, centres: np.ndarray,
-                        people: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best refine score of each person over its ``(person, tile)`` pairs, and its first pixel.
-
-        Returns ``(people,)`` scores (``-inf`` for a person without pairs) and flat map indices.  A
-        tile's row-major order is the map's restricted to the tile, so among equal scores the first
-        pixel is the one with the smallest flat index.
-        """
-        size, nx = self.heat.shape[1:3]
-        ty, tx = np.divmod(tile, nx)
-        centre = centres[person].T[:, :, None, None]  # (T, n, 1, 1)
-        scores = refine_scores(self.heat[ty, :, tx], np.moveaxis(self._tag_tiles(tile), 1, 0), centre)
-        scores = scores.reshape(len(tile), -1)
-        first = scores.argmax(axis=1)
-        value = scores[np.arange(len(tile)), first]
-        pixel = (ty * size + first // size) * self.width + tx * size + first % size
-        order = np.lexsort((pixel, -value, person))  # per person: best score, then first pixel
-        winners = order[np.unique(person[order], return_index=True)[1]]
-        best_score, best_pixel = np.full(people, -np.inf, np.float32), np.zeros(people, np.int64)
-        best_score[person[winners]], best_pixel[person[winners]] = value[winners], pixel[winners]
-        return best_score, best_pixel
-
-    def _read_tag_ranges(self, tiles: np.ndarray) -> None:
-        new = tiles[~self.known[tiles]]
-        if new.size * 2 > self.known.size:  # most of the map: whole planes reduce faster than gathered tiles
-            self.tag_low[:], self.tag_high[:] = per_tile(self.tags, torch.amin), per_tile(self.tags, torch.amax)
-            self.known[:] = True
-        elif new.size:
-            block = self._tag_tiles(new)
-            self.tag_low[:, new], self.tag_high[:, new] = block.min(axis=(2, 3)).T, block.max(axis=(2, 3)).T
-            self.known[new] = True
-
-    def _tag_tiles(self, tiles: np.ndarray) -> np.ndarray:
-        """``(n, T, size, size)`` copies of the given tiles of the tag planes."""
-        ty, tx = np.divmod(tiles, self.heat.shape[2])
-        return self.tags[:, ty, :, tx]
-
-
-def best_refine_pixels(tiles: RefineTiles, centres: np.ndarray, near: list[np.ndarray], batch: int = 8) -> np.ndarray:
-    """For each person (mean tag ``centres (P, T)``), the flat index of the pixel maximising
-    ``refine_scores`` over the map (the first one on ties).
-
-    Branch and bound over tiles, all people of a joint at once.  Each person's tiles ``near`` (its
-    own body, where a missing joint most often is) are scored exactly first, which gives a tight
-    lower bound ``b`` on its best score.  A tile elsewhere can only hold the winner (or tie with it)
-    if its heatmap maximum reaches ``b`` and its tag-aware bound does too.  Those are scored best
-    bound first, in growing batches, raising ``b`` as better pixels turn up.  Same result as
-    scoring the whole map; usually a handful of tiles are read per person.
-    """
-    people = len(centres)
-    person = np.repeat(np.arange(people), [len(n) for n in near])
-    own = np.concatenate(near)
-    score, pixel = tiles.best_per_person(person, own, centres, people)
-    hot = np.flatnonzero(tiles.heat_max >= score.min())  # no other tile can beat anyone
-    upper = tiles.upper_bounds(centres, hot)
-    done = np.isin(own, hot)
-    upper[person[done], np.searchsorted(hot, own[done])] = -np.inf  # own tiles are scored already
-    order = np.argsort(-upper, axis=1, kind="stable")
-    upper = np.take_along_axis(upper, order, axis=1)  # each person's bounds, best first
-    start = 0
-    while start < len(hot):
-        todo_person, column = np.nonzero(upper[:, start:start + batch] >= score[:, None])
-        if not todo_person.size:  # bounds are sorted: no later tile can reach b either
-            break
-        column += start
-        other_score, other_pixel = tiles.best_per_person(todo_person, hot[order[todo_person, column]], centres, people)
-        better = (other_score > score) | ((other_score == score) & (other_pixel < pixel))
-        score, pixel = np.where(better, other_score, score), np.where(better, other_pixel, pixel)
-        start, batch = start + batch, batch * 4
-    return pixel
-
-
-def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray,
-           tile_max: np.ndarray | None = None) -> np.ndarray:
+def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray, tile_max: np.ndarray | None = None,
+           fast: bool = True) -> np.ndarray:
     """Fill each person's missing joints from the whole map, guided by the person's mean tag.
 
     For a missing (person, joint) pair the new position maximises ``heatmap − round(‖tag − mean tag‖)``
-    over the map (first pixel in row-major order on ties; ``best_refine_pixels``): a pixel whose tag is
+    over the map (``refine_scores``; the first pixel in row-major order on ties): a pixel whose tag is
     within half a unit of the person's competes on heatmap value alone, one a unit away pays 1.  The
     position gets +0.5 and the quarter-pixel shift; it is used only if the heatmap value there is
-    > 0.  Detected joints are left alone.  ``heatmaps (K, H, W)``, ``tags (K, H, W, T)``; ``tile_max``
-    is ``tile_maxima(heatmaps)`` when the caller has it already.
+    > 0.  Detected joints are left alone.  ``heatmaps (K, H, W)``, ``tags (K, H, W, T)``.
+
+    ``fast`` finds the same pixels reading only the tiles of the map that can still win
+    (``hhrnet._refine_tiles``; ``tile_max`` is ``tile_maxima(heatmaps)`` when the caller has it).
     """
     joints = joints.copy()
-    width = heatmaps.shape[2]
     missing = joints[..., 2] == 0
     if not missing.any():
         return joints
     centres = mean_tags(joints)
     person, joint = np.nonzero(missing.T)[::-1]  # grouped by joint
-    pixel = np.empty(len(person), np.int64)
-    near = [tiles_at(*joints[p, ~missing[p], :2].T, heatmaps.shape[1:]) for p in range(len(joints))]
-    for k in np.unique(joint):
-        tiles = RefineTiles.of(heatmaps[k], np.moveaxis(tags[k], -1, 0),  # planes contiguous from ``aggregate``
-                               None if tile_max is None else tile_max[k])
-        pairs = np.flatnonzero(joint == k)
-        pixel[pairs] = best_refine_pixels(tiles, centres[person[pairs]], [near[p] for p in person[pairs]])
-    y, x = np.divmod(pixel, width)
+    if fast:
+        from hhrnet._refine_tiles import best_refine_pixels  # imports this module: import it late
+
+        pixel = best_refine_pixels(joints, heatmaps, tags, person, joint, centres, tile_max)
+    else:
+        pixel = np.array([np.argmax(refine_scores(heatmaps[k], np.moveaxis(tags[k], -1, 0), centres[p]))
+                          for p, k in zip(person, joint)], np.int64)
+    y, x = np.divmod(pixel, heatmaps.shape[2])
     value = heatmaps[joint, y, x]
     dx, dy = quarter_offsets(heatmaps, joint, x, y)
     fill = value > 0
@@ -502,15 +383,21 @@ def _degenerate(heatmaps: np.ndarray, tile_max: np.ndarray) -> str | None:
     return None
 
 
-def group(heatmaps: torch.Tensor | np.ndarray, tags: torch.Tensor | np.ndarray,
-          test: TestConfig) -> list[GroupedImage]:
+def group(heatmaps: torch.Tensor | np.ndarray, tags: torch.Tensor | np.ndarray, test: TestConfig,
+          keypoints: KeypointSet | None = None) -> list[GroupedImage]:
     """Group a batch: ``heatmaps (N, K, H, W)`` and ``tags (N, K, H, W, T)`` -> one ``GroupedImage`` each.
+
+    ``keypoints`` gives the matching order (without it: ``joint_order(K)``).
 
     Images whose heatmaps are not finite, or all zero (an untrained or broken network), give no people
     and a warning; an image without any candidate above the threshold simply gives no people.
     """
     heatmaps, tags = _as_numpy(heatmaps), _as_numpy(tags)
     num_joints, tag_dim = heatmaps.shape[1], tags.shape[-1]
+    if keypoints is not None and keypoints.num_joints != num_joints:
+        raise ValueError(f"{num_joints} heatmaps for the {keypoints.num_joints} joints of keypoint set "
+                         f"{keypoints.name!r}")
+    order = None if keypoints is None else keypoints.joint_order
     tile_max = tile_maxima(heatmaps)
     candidates = top_candidates(heatmaps, tags, test.max_people, test.nms_kernel, test.detection_threshold, tile_max)
     results = []
@@ -521,7 +408,7 @@ def group(heatmaps: torch.Tensor | np.ndarray, tags: torch.Tensor | np.ndarray,
                           RuntimeWarning, stacklevel=2)
             joints = np.zeros((0, num_joints, 3 + tag_dim), np.float32)
         else:
-            joints = match_by_tag(candidates.values[i], candidates.xy[i], candidates.tags[i], test)
+            joints = match_by_tag(candidates.values[i], candidates.xy[i], candidates.tags[i], test, order)
         if test.adjust:
             joints = adjust(joints, heatmaps[i])
         scores = person_scores(joints)

@@ -14,14 +14,15 @@ one function per step:
   stacked on a last axis -> ``(N, K, H, W, T)`` ready for ``hhrnet.grouping.group``.
 * ``to_image_coords``: grouped heatmap coordinates -> original image pixels.
 
-``Predictor`` runs the whole chain on images (batched, any size mix); ``predict_files`` and
-``evaluate_dataset`` are what the command line calls.
+``Predictor`` runs the whole chain on images (batched, any size mix): ``predict`` gives poses, ``maps``
+the aggregated heatmaps and tags before grouping.  ``load_model`` reads a checkpoint or builds a
+preset; ``predict_files`` writes predictions for image files.  Dataset evaluation is
+``hhrnet.evaluation.evaluate`` (``evaluate_dataset`` here is the same function).
 """
 
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -33,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hhrnet.config import Config, TestConfig, preset
+from hhrnet.config import PRESETS, Config, TestConfig, preset
 from hhrnet.data.transforms import (affine_matrix, normalize_image, resize_align, input_size_at_scale,
                                     warp_points)
+from hhrnet.evaluation import evaluate as evaluate_dataset  # noqa: F401  (its former home)
 from hhrnet.grouping import GroupedImage, group
 from hhrnet.model import HigherHRNet, fuse_for_inference
 
@@ -173,20 +175,73 @@ class Poses:
         return cls(joints[..., :3], grouped.scores, joints[..., 3:])
 
 
-class Predictor:
-    """Image(s) -> ``Poses`` with a ``HigherHRNet`` (or any module with the same outputs).
+@dataclass
+class Maps:
+    """One image's aggregated maps before grouping, and the warp between them and the image.
 
-    ``predictor(images)`` takes RGB uint8 ``(H, W, 3)`` arrays of any sizes; images of the same size are
-    run together in batches of ``batch_size``, results come back in input order.
+    ``heatmaps (K, H, W)`` and ``tags (K, H, W, T)`` (``T``: one tag per pass, the flipped pass second)
+    are what ``hhrnet.grouping.group`` takes (with a batch axis); ``center`` and ``scale_200`` define the
+    map frame in the image, as ``hhrnet.data.transforms.affine_matrix`` reads them.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: Config, test: TestConfig | None = None,
+    heatmaps: np.ndarray
+    tags: np.ndarray
+    center: np.ndarray
+    scale_200: np.ndarray
+
+    @property
+    def size_wh(self) -> tuple[int, int]:
+        return self.heatmaps.shape[2], self.heatmaps.shape[1]
+
+    def from_image(self, xy: np.ndarray) -> np.ndarray:
+        """Image pixels ``(..., 2)`` -> map pixels."""
+        return warp_points(np.asarray(xy, np.float64), affine_matrix(self.center, self.scale_200, self.size_wh))
+
+    def to_image(self, joints: np.ndarray) -> np.ndarray:
+        """Map pixels ``(..., 2+)`` -> image pixels (other columns kept)."""
+        return to_image_coords(joints, self.center, self.scale_200, self.size_wh)
+
+    def image_in_frame(self, image: np.ndarray) -> np.ndarray:
+        """The image resampled into the maps' frame, for overlays."""
+        return resize_align(image, self.size_wh, self.center, self.scale_200)
+
+
+def load_model(source: str | Path, config: Config | str | None = None,
+               weights: bool = True) -> tuple[HigherHRNet, Config]:
+    """``(network in eval mode, its Config)`` from a checkpoint file (official, mmpose or hhrnet) or a
+    published name (``"w32_512"``, fetched once, see ``hhrnet.hub``); ``weights=False`` builds the
+    preset ``source`` untrained, to look at shapes without any download."""
+    if not weights:
+        if source not in PRESETS:
+            raise ValueError(f"weights=False builds a preset ({', '.join(PRESETS)}), got {source!r}")
+        cfg = preset(str(source)) if config is None else (preset(config) if isinstance(config, str) else config)
+        return HigherHRNet(cfg.model).eval(), cfg
+    from hhrnet.checkpoints import load_model as load_checkpoint
+
+    return load_checkpoint(source, config)
+
+
+class Predictor:
+    """Image(s) -> ``Poses`` (``predict``) or aggregated maps (``maps``) with a ``HigherHRNet``.
+
+    ``model`` is a network (or any module with the same outputs) with its ``cfg``, or what
+    ``load_model`` takes: a checkpoint file or a published name.  Images are RGB uint8 ``(H, W, 3)``
+    arrays of any sizes; images of the same size are run together in batches of ``batch_size``,
+    results come back in input order.  ``test`` replaces ``cfg.test``.
+    """
+
+    def __init__(self, model: torch.nn.Module | str | Path, cfg: Config | None = None, test: TestConfig | None = None,
                  batch_size: int = 1, device: str | torch.device | None = None, fast: bool = True,
                  compile: bool = False):
-        """``fast``: BatchNorm folded and channels_last (same outputs within 1e-4, 1.6x faster on CPU);
+        """``fast``: BatchNorm folded and channels_last (same outputs within 1e-4, faster on CPU);
         ``compile``: also ``torch.compile`` the network (a GPU option: on CPU it compiles for minutes
-        and runs no faster, see ``bench/forward.py --compile``)."""
+        and runs no faster)."""
+        if isinstance(model, (str, Path)):
+            model, cfg = load_model(model, cfg)
+        if cfg is None:
+            raise ValueError("Predictor needs the network's Config (or a checkpoint path / preset name)")
         self.cfg = cfg
+        self.keypoints = cfg.data.keypoint_set
         self.test = test if test is not None else cfg.test
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -201,37 +256,59 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, test: TestConfig | None = None, config: Config | str | None = None,
                         **kwargs: Any) -> "Predictor":
         """Load any supported checkpoint; a config embedded in it wins over ``config`` (with a warning)."""
-        from hhrnet.checkpoints import load_model
+        from hhrnet.checkpoints import load_model as load_checkpoint
 
-        model, cfg = load_model(path, config)
+        model, cfg = load_checkpoint(path, config)
         requested = preset(config) if isinstance(config, str) else config
         if requested is not None and requested.model != cfg.model:
             warnings.warn(f"{path}: its embedded config ({cfg.name!r}) differs from the requested "
                           f"{requested.name!r}; using the checkpoint's config", UserWarning, stacklevel=2)
         return cls(model, cfg, test, **kwargs)
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Poses]:
-        """Poses for each image, in order (same-size images share a batch)."""
+    def predict(self, images: Sequence[np.ndarray] | np.ndarray) -> list[Poses]:
+        """Poses for each image, in order (one ``(H, W, 3)`` array counts as a list of one)."""
+        return self._per_size(images, self.predict_batch)
+
+    __call__ = predict
+
+    def maps(self, images: Sequence[np.ndarray] | np.ndarray) -> list[Maps]:
+        """Aggregated heatmaps and tags of each image (flip, scales, projection), before grouping."""
+        return self._per_size(images, self.maps_batch)
+
+    def _per_size(self, images: Sequence[np.ndarray] | np.ndarray, run_batch) -> list:
+        """``run_batch`` over batches of same-size images; results in input order."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
         by_size: dict[SizeHW, list[int]] = defaultdict(list)
         for i, image in enumerate(images):
             by_size[image.shape[:2]].append(i)
-        results: list[Poses | None] = [None] * len(images)
+        results: list[Any] = [None] * len(images)
         for indices in by_size.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start:start + self.batch_size]
-                for i, poses in zip(chunk, self.predict_batch([images[i] for i in chunk])):
-                    results[i] = poses
-        return results  # type: ignore[return-value]
+                for i, result in zip(chunk, run_batch([images[i] for i in chunk])):
+                    results[i] = result
+        return results
 
-    @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Poses]:
         """Poses for a batch of images that all have the same size (a ``ValueError`` otherwise)."""
+        heatmaps, tags, center, scale_200 = self._aggregate(images)
+        heatmap_wh = (heatmaps.shape[3], heatmaps.shape[2])
+        return [Poses.from_grouped(g, center, scale_200, heatmap_wh)
+                for g in group(heatmaps, tags, self.test, self.keypoints)]
+
+    def maps_batch(self, images: Sequence[np.ndarray]) -> list[Maps]:
+        """``Maps`` for a batch of images that all have the same size."""
+        heatmaps, tags, center, scale_200 = self._aggregate(images)
+        return [Maps(h.numpy(), t.numpy(), center, scale_200) for h, t in zip(heatmaps, tags)]
+
+    @torch.inference_mode()
+    def _aggregate(self, images: Sequence[np.ndarray]) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
+        """Heatmaps ``(N, K, H, W)``, tags ``(N, K, H, W, T)`` (on the CPU) and the warp back to the images."""
         sizes = {image.shape for image in images}
         if len(sizes) != 1:
-            raise ValueError(f"predict_batch needs images of one size, got {sorted(sizes)}; "
-                             f"call the predictor itself to batch per size")
+            raise ValueError(f"a batch needs images of one size, got {sorted(sizes)}; "
+                             f"call predict / maps to batch per size")
         shape = sizes.pop()
         if len(shape) != 3 or shape[2] != 3:
             raise ValueError(f"expected RGB images (H, W, 3), got shape {shape}")
@@ -245,11 +322,10 @@ class Predictor:
             for s, (size_wh, center, scale_200) in zip(test.scales, warps):
                 yield self.run_network(images, s, size_wh, center, scale_200)
 
-        num_joints = self.cfg.model.num_joints
-        heatmaps, tags = aggregate(passes(), num_joints, self.cfg.data.flip_index, test, base_wh[::-1])
+        kset = self.keypoints
+        heatmaps, tags = aggregate(passes(), kset.num_joints, kset.flip_index, test, base_wh[::-1])
         _, center, scale_200 = warps[-1]  # the reference maps back with the last (smallest) scale's warp
-        heatmap_wh = (heatmaps.shape[3], heatmaps.shape[2])
-        return [Poses.from_grouped(g, center, scale_200, heatmap_wh) for g in group(heatmaps, tags, test)]
+        return heatmaps.cpu(), tags.cpu(), center, scale_200
 
     def run_network(self, images: Sequence[np.ndarray], scale: float, size_wh: Sequence[int],
                     center: np.ndarray, scale_200: np.ndarray) -> ScaleOutputs:
@@ -294,39 +370,3 @@ def predict_files(predictor: Predictor, paths: Sequence[str | Path], out_dir: st
     target = out_dir / "predictions.json"
     target.write_text(json.dumps(records, indent=1))
     return target
-
-
-def evaluate_dataset(predictor: Predictor, root: str | Path | None = None, split: str | None = None,
-                     annotation_file: str | Path | None = None, image_dir: str | Path | None = None,
-                     out_dir: str | Path | None = None, backend: str = "pycocotools",
-                     progress: bool = True, limit: int | None = None) -> dict[str, Any]:
-    """COCO keypoint AP of the predictor on a COCO-format split (every image of it, as the reference).
-
-    With ``out_dir``: writes ``results.json`` (COCO result entries), ``metrics.json`` and ``metrics.md``.
-    Returns the metrics plus ``images``, ``people`` and ``seconds_per_image``.
-    """
-    from pycocotools.coco import COCO
-    from tqdm import tqdm
-
-    from hhrnet.data.coco import coco_paths, read_rgb_image
-    from hhrnet.evaluation import coco_results, evaluate_coco, metrics_markdown
-
-    ann_path, img_dir = coco_paths(root, split, annotation_file, image_dir)
-    gt = COCO(str(ann_path))
-    image_ids = sorted(gt.getImgIds())[:limit]
-    results = []
-    start = time.perf_counter()
-    for image_id in tqdm(image_ids, desc="evaluate", unit="img", disable=not progress):
-        info = gt.loadImgs(image_id)[0]
-        image = read_rgb_image(img_dir / info["file_name"], (info["height"], info["width"]))
-        results.extend(coco_results(image_id, predictor([image])[0]))
-    seconds = (time.perf_counter() - start) / max(1, len(image_ids))
-    metrics: dict[str, Any] = evaluate_coco(gt, results, image_ids, backend=backend)
-    metrics.update(images=len(image_ids), people=len(results), seconds_per_image=seconds)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results))
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (out / "metrics.md").write_text(metrics_markdown(metrics, title=f"{predictor.cfg.name} on {ann_path.name}"))
-    return metrics

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from hhrnet.config import ConfigError, LossConfig, ModelConfig
+from hhrnet.config import LossConfig, ModelConfig
 
 
 def heatmap_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -87,12 +87,7 @@ class MultiResolutionLoss(nn.Module):
 
     def __init__(self, loss: LossConfig, model: ModelConfig) -> None:
         super().__init__()
-        outputs = model.num_deconvs + 1
-        for name in ("with_heatmaps_loss", "heatmaps_loss_factor", "push_loss_factor", "pull_loss_factor"):
-            if len(getattr(loss, name)) != outputs:
-                raise ConfigError(f"loss.{name} has {len(getattr(loss, name))} entries; the model has "
-                                  f"{outputs} outputs")
-        self.cfg = loss
+        self.cfg = loss.for_outputs(model.num_deconvs + 1)  # unset tuples: every output; lengths checked
         self.num_joints = model.num_joints
         self.with_ae_loss = model.with_ae_loss
 

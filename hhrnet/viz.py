@@ -1,9 +1,9 @@
 """Drawing helpers shared by the book and the CLI: skeletons, dataset grids, scale histograms.
 
-Colour convention for skeletons: the person's **left** side in blue, the **right** side in orange, the
-face and the links across the body in green.  A person facing the camera therefore shows blue on the
-image's right-hand side.  matplotlib is imported inside the figure functions only, so importing this
-module never selects a backend.
+Skeletons are drawn from a ``KeypointSet`` (``kset``, COCO's by default).  Colours: the **left** side
+(joints named ``left_*``) in blue, the **right** side in orange, the rest and the links across the body
+in green; a person facing the camera therefore shows blue on the image's right-hand side.  matplotlib
+is imported inside the figure functions only, so importing this module never selects a backend.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import cv2
 import numpy as np
 
-from hhrnet.data.synthetic import COCO_KEYPOINT_NAMES, COCO_SKELETON
+from hhrnet.keypoints import COCO_17, KeypointSet
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,7 +26,7 @@ SIDE_COLOURS: dict[str, tuple[float, float, float]] = {
     "right": (1.0, 0.5, 0.05),
     "centre": (0.17, 0.63, 0.17),
 }
-COCO_AREA_BOUNDS = (32.0, 96.0)  # sqrt(area) limits of COCO's small / medium / large
+COCO_AREA_BOUNDS = COCO_17.area_bounds  # kept for old imports; use ``kset.area_bounds``
 
 
 def keypoint_side(name: str) -> str:
@@ -34,19 +34,19 @@ def keypoint_side(name: str) -> str:
     return name.split("_")[0] if name.startswith(("left_", "right_")) else "centre"
 
 
-def _limb_side(edge: tuple[int, int]) -> str:
+def _limb_side(edge: tuple[int, int], kset: KeypointSet) -> str:
     """A limb takes its joints' side when both agree (an arm), else it is a centre link (hips, shoulders)."""
-    a, b = (keypoint_side(COCO_KEYPOINT_NAMES[i - 1]) for i in edge)
+    a, b = (keypoint_side(kset.names[i]) for i in edge)
     return a if a == b else "centre"
 
 
-def as_poses(keypoints: Any) -> np.ndarray:
-    """Any keypoint layout -> ``(N, 17, 3)``: flat COCO lists (51 values), ``(17, 2|3)``, ``(N, 17, 2|3)``.
+def as_poses(keypoints: Any, kset: KeypointSet = COCO_17) -> np.ndarray:
+    """Any keypoint layout -> ``(N, K, 3)``: flat COCO lists (3K values), ``(K, 2|3)``, ``(N, K, 2|3)``.
 
     Without a visibility column every joint counts as visible.
     """
     arr = np.asarray(keypoints, np.float64)
-    k = len(COCO_KEYPOINT_NAMES)
+    k = kset.num_joints
     if arr.size == 0:
         return np.zeros((0, k, 3))
     if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[-1] == 3 * k):
@@ -59,20 +59,21 @@ def as_poses(keypoints: Any) -> np.ndarray:
 
 
 def draw_poses(target: "Axes | np.ndarray", keypoints: Any, min_visibility: int = 1,
-               joint_size: float | None = None, line_width: float | None = None, alpha: float = 1.0):
-    """Draw COCO skeletons on a matplotlib Axes (returned) or on an RGB uint8 image (a drawn copy returned).
+               joint_size: float | None = None, line_width: float | None = None, alpha: float = 1.0,
+               kset: KeypointSet = COCO_17):
+    """Draw skeletons on a matplotlib Axes (returned) or on an RGB uint8 image (a drawn copy returned).
 
     Joints with ``v >= min_visibility`` are drawn; occluded joints (``v == 1``) are hollow.
     """
-    poses = as_poses(keypoints)
+    poses = as_poses(keypoints, kset)
     if isinstance(target, np.ndarray):
-        return _draw_on_image(target, poses, min_visibility, joint_size, line_width)
-    _draw_on_axes(target, poses, min_visibility, joint_size, line_width, alpha)
+        return _draw_on_image(target, poses, min_visibility, joint_size, line_width, kset)
+    _draw_on_axes(target, poses, min_visibility, joint_size, line_width, alpha, kset)
     return target
 
 
 def _draw_on_image(image: np.ndarray, poses: np.ndarray, min_visibility: int, joint_size: float | None,
-                   line_width: float | None) -> np.ndarray:
+                   line_width: float | None, kset: KeypointSet) -> np.ndarray:
     out = np.ascontiguousarray(image.copy())
     radius = max(1, int(round(joint_size or max(out.shape[:2]) / 160)))
     thickness = max(1, int(round(line_width or radius / 2)))
@@ -83,11 +84,12 @@ def _draw_on_image(image: np.ndarray, poses: np.ndarray, min_visibility: int, jo
         return int(round(x * (1 << shift))), int(round(y * (1 << shift)))
 
     for pose in poses:
-        for edge in COCO_SKELETON:
-            p, q = pose[edge[0] - 1], pose[edge[1] - 1]
+        for edge in kset.skeleton:
+            p, q = pose[edge[0]], pose[edge[1]]
             if min(p[2], q[2]) >= min_visibility and min(p[2], q[2]) > 0:
-                cv2.line(out, fixed(*p[:2]), fixed(*q[:2]), colour[_limb_side(edge)], thickness, cv2.LINE_AA, shift)
-        for name, (x, y, v) in zip(COCO_KEYPOINT_NAMES, pose):
+                cv2.line(out, fixed(*p[:2]), fixed(*q[:2]), colour[_limb_side(edge, kset)], thickness, cv2.LINE_AA,
+                         shift)
+        for name, (x, y, v) in zip(kset.names, pose):
             if v >= min_visibility and v > 0:
                 fill = -1 if v >= 2 else max(1, thickness)
                 cv2.circle(out, fixed(x, y), radius << shift, colour[keypoint_side(name)], fill, cv2.LINE_AA, shift)
@@ -95,15 +97,15 @@ def _draw_on_image(image: np.ndarray, poses: np.ndarray, min_visibility: int, jo
 
 
 def _draw_on_axes(ax: "Axes", poses: np.ndarray, min_visibility: int, joint_size: float | None,
-                  line_width: float | None, alpha: float) -> None:
+                  line_width: float | None, alpha: float, kset: KeypointSet) -> None:
     size = joint_size or 12.0
     width = line_width or 1.5
     for pose in poses:
-        for edge in COCO_SKELETON:
-            p, q = pose[edge[0] - 1], pose[edge[1] - 1]
+        for edge in kset.skeleton:
+            p, q = pose[edge[0]], pose[edge[1]]
             if min(p[2], q[2]) >= min_visibility and min(p[2], q[2]) > 0:
-                ax.plot([p[0], q[0]], [p[1], q[1]], color=SIDE_COLOURS[_limb_side(edge)], lw=width, alpha=alpha)
-        for name, (x, y, v) in zip(COCO_KEYPOINT_NAMES, pose):
+                ax.plot([p[0], q[0]], [p[1], q[1]], color=SIDE_COLOURS[_limb_side(edge, kset)], lw=width, alpha=alpha)
+        for name, (x, y, v) in zip(kset.names, pose):
             if v >= min_visibility and v > 0:
                 rgb = SIDE_COLOURS[keypoint_side(name)]
                 ax.scatter([x], [y], s=size, color=rgb if v >= 2 else "none", edgecolors=[rgb], linewidths=1,
@@ -115,7 +117,7 @@ def _load_coco(annotations: str | Path | Mapping) -> Mapping:
 
 
 def plot_scene_grid(image_dir: str | Path, annotations: str | Path | Mapping, n: int = 8, cols: int = 4,
-                    tile_inches: float = 3.0) -> "Figure":
+                    tile_inches: float = 3.0, kset: KeypointSet = COCO_17) -> "Figure":
     """The first ``n`` images of a COCO keypoint dataset with their ground truth drawn.
 
     Skeletons follow the left/right colours above; people without keypoints get a dashed box and crowd
@@ -140,7 +142,8 @@ def plot_scene_grid(image_dir: str | Path, annotations: str | Path | Mapping, n:
             image = np.where(crowd[..., None], (0.5 * image + [127, 0, 0]).astype(np.uint8), image)
         ax.imshow(image)
         people = [a for a in anns if not a.get("iscrowd")]
-        draw_poses(ax, [a["keypoints"] for a in people if a["num_keypoints"] > 0], joint_size=6, line_width=1)
+        draw_poses(ax, [a["keypoints"] for a in people if a["num_keypoints"] > 0], joint_size=6, line_width=1,
+                   kset=kset)
         for ann in (a for a in people if a["num_keypoints"] == 0):
             x, y, w, h = ann["bbox"]
             ax.add_patch(Rectangle((x, y), w, h, fill=False, ls="--", lw=0.8, color="white"))
@@ -150,10 +153,13 @@ def plot_scene_grid(image_dir: str | Path, annotations: str | Path | Mapping, n:
     return fig
 
 
-def plot_person_heights(datasets: Mapping[str, str | Path | Mapping], bins: int = 30) -> "Figure":
+def plot_person_heights(datasets: Mapping[str, str | Path | Mapping], bins: int = 30,
+                        kset: KeypointSet = COCO_17) -> "Figure":
     """Scale histograms of non-crowd people, one line per dataset: box heights, and sqrt(area) against
-    COCO's small/medium/large limits (which decide AP(M) and AP(L))."""
+    the small/medium/large limits of the keypoint set (which decide AP(M) and AP(L))."""
     import matplotlib.pyplot as plt
+
+    low, high = kset.area_bounds
 
     fig, (ax_h, ax_a) = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, source in datasets.items():
@@ -164,14 +170,14 @@ def plot_person_heights(datasets: Mapping[str, str | Path | Mapping], bins: int 
             continue
         edges_h = np.geomspace(max(1.0, heights.min()), heights.max() + 1, bins + 1)
         ax_h.hist(heights, bins=edges_h, histtype="step", lw=1.5, label=f"{label} (n={heights.size})")
-        counts = np.histogram(sides, bins=[0, *COCO_AREA_BOUNDS, np.inf])[0]
+        counts = np.histogram(sides, bins=[0, low, high, np.inf])[0]
         edges_a = np.geomspace(max(1.0, sides.min()), sides.max() + 1, bins + 1)
         ax_a.hist(sides, bins=edges_a, histtype="step", lw=1.5, label=f"{label}: S/M/L = {'/'.join(map(str, counts))}")
-    for bound in COCO_AREA_BOUNDS:
+    for bound in (low, high):
         ax_a.axvline(bound, color="grey", ls=":", lw=1)
     ax_h.set(xscale="log", xlabel="person box height (px)", ylabel="people with keypoints",
              title="Person heights")
-    ax_a.set(xscale="log", xlabel="sqrt(area) (px); COCO limits 32 and 96", title="COCO area ranges")
+    ax_a.set(xscale="log", xlabel=f"sqrt(area) (px); limits {low:g} and {high:g}", title="Area ranges")
     ax_h.legend(fontsize=8)
     ax_a.legend(fontsize=8)
     fig.tight_layout()
@@ -179,13 +185,13 @@ def plot_person_heights(datasets: Mapping[str, str | Path | Mapping], bins: int 
 
 
 def plot_dataset_overview(root: str | Path, split: str = "train", n: int = 8,
-                          cols: int = 4) -> tuple["Figure", "Figure"]:
+                          cols: int = 4, kset: KeypointSet = COCO_17) -> tuple["Figure", "Figure"]:
     """Grid + scale histogram of an ``hhrnet.data.synthetic`` dataset folder (the book's data figure)."""
     from hhrnet.data.synthetic import dataset_paths
 
     paths = dataset_paths(root)
-    grid = plot_scene_grid(paths.images[split], paths.annotations[split], n=n, cols=cols)
-    return grid, plot_person_heights({split: paths.annotations[split]})
+    grid = plot_scene_grid(paths.images[split], paths.annotations[split], n=n, cols=cols, kset=kset)
+    return grid, plot_person_heights({split: paths.annotations[split]}, kset=kset)
 
 
 __all__ = (
@@ -215,7 +221,8 @@ def plot_training_curves(rows: list[Mapping[str, Any]], title: str = "") -> "Fig
 
 
 def plot_predictions(images: list[np.ndarray], poses: list[np.ndarray], titles: list[str] | None = None,
-                     cols: int = 4, min_score: float = 0.0, scores: list[np.ndarray] | None = None) -> "Figure":
+                     cols: int = 4, min_score: float = 0.0, scores: list[np.ndarray] | None = None,
+                     kset: KeypointSet = COCO_17) -> "Figure":
     """A grid of images with predicted skeletons (people scoring below ``min_score`` left out)."""
     import matplotlib.pyplot as plt
 
@@ -230,7 +237,7 @@ def plot_predictions(images: list[np.ndarray], poses: list[np.ndarray], titles: 
         if keep.any():
             kp = np.asarray(poses[i])[keep].copy()
             kp[..., 2] = np.where(kp[..., 2] > 0, 2, 0)  # draw every found joint as visible
-            draw_poses(ax, kp)
+            draw_poses(ax, kp, kset=kset)
         if titles:
             ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from conftest import golden_files
-from hhrnet.config import (ConfigError, ModelConfig, from_dict, load_config, model_config_from_official,
-                           parse_overrides, preset, save_config, to_dict)
+from hhrnet.config import (COCO_FLIP_INDEX, MULTI_SCALE, ConfigError, LossConfig, ModelConfig, from_dict, load_config,
+                           model_config_from_official, parse_overrides, preset, save_config, to_dict)
+from hhrnet.keypoints import KeypointSet, register
 
 
 @pytest.mark.parametrize("name,width,size", [("w32_512", 32, 512), ("w32_640", 32, 640),
@@ -54,7 +55,7 @@ def test_values_are_checked_against_the_field_types(tmp_path):
                               ("model.width=32.5", r"model.width must be int, got 32.5"),
                               ("test.flip_test=1", r"test.flip_test must be bool, got 1"),
                               ("train.epochs=true", r"train.epochs must be int, got True"),
-                              ("data.flip_index=3", r"data.flip_index must be a list of int, got 3"),
+                              ("test.scales=3", r"test.scales must be a list of float, got 3"),
                               ("train.pretrained=[a]", r"train.pretrained must be str, got \['a'\]")]:
         with pytest.raises(ConfigError, match=message):
             load_config("w32_512", parse_overrides([override]))
@@ -90,3 +91,89 @@ def test_with_ae_loss_length_is_checked():
     with pytest.raises(ConfigError, match="with_ae_loss"):
         ModelConfig(num_deconvs=2, with_ae_loss=(True, False))
     assert dataclasses.replace(ModelConfig(), num_deconvs=2, with_ae_loss=None).with_ae_loss == (True, False, False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Derived values: per-output tuples follow model.num_deconvs, joint count and flip index the keypoint set
+
+# rows.yaml's structural ablations as they were written before per-output tuples were derived
+OLD_STRUCTURAL_CHANGES = {
+    "hrnet_baseline": {"model.num_deconvs": 0, "model.with_ae_loss": [True], "loss.with_heatmaps_loss": [True],
+                       "loss.heatmaps_loss_factor": [1.0], "loss.push_loss_factor": [0.001],
+                       "loss.pull_loss_factor": [0.001]},
+    "deconv_2": {"model.num_deconvs": 2, "model.with_ae_loss": [True, False, False],
+                 "loss.with_heatmaps_loss": [True, True, True], "loss.heatmaps_loss_factor": [1.0, 1.0, 1.0],
+                 "loss.push_loss_factor": [0.001, 0.001, 0.001], "loss.pull_loss_factor": [0.001, 0.001, 0.001]},
+}
+
+
+@pytest.mark.parametrize("training", sorted(OLD_STRUCTURAL_CHANGES))
+def test_num_deconvs_alone_defines_the_structural_ablations(training):
+    """``model.num_deconvs`` alone gives, field by field, the configs the six coordinated keys gave,
+    in every profile of the study."""
+    from conftest import REPO
+    from hhrnet.study import Study
+
+    study = Study.load(REPO / "experiments")
+    assert study.spec["trainings"][training]["changes"] == {"model.num_deconvs":
+                                                             OLD_STRUCTURAL_CHANGES[training]["model.num_deconvs"]}
+    old = Study.load(REPO / "experiments")
+    old.spec["trainings"][training]["changes"] = OLD_STRUCTURAL_CHANGES[training]
+    for profile in study.spec["profiles"]:
+        new_cfg, old_cfg = study.training_config(training, profile), old.training_config(training, profile)
+        assert to_dict(new_cfg) == to_dict(old_cfg) and new_cfg == old_cfg
+
+
+def test_published_multi_scale_set_is_one_constant():
+    from conftest import REPO
+    from hhrnet.study import Study
+
+    study = Study.load(REPO / "experiments")
+    assert MULTI_SCALE == (2.0, 1.0, 0.5) and tuple(study.spec["multi_scale"]) == MULTI_SCALE
+    for name in ("w32_512_ms", "w32_640_ms", "w48_512_ms", "w32_512_noflip_ms"):
+        assert study.evaluation_config(name, "paper").test.scales == MULTI_SCALE
+
+
+def test_per_output_settings_follow_num_deconvs():
+    cfg = preset("w32_512")
+    assert (cfg.loss.with_heatmaps_loss, cfg.loss.heatmaps_loss_factor, cfg.loss.push_loss_factor) == \
+        ((True, True), (1.0, 1.0), (0.001, 0.001))
+    for n in (0, 1, 2, 3):
+        changed = cfg.override(**{"model.num_deconvs": n})
+        assert changed.model.with_ae_loss == (True,) + (False,) * n
+        assert changed.loss == LossConfig().for_outputs(n + 1) and len(changed.loss.pull_loss_factor) == n + 1
+        assert from_dict(to_dict(changed)) == changed
+        assert changed.override(**{"model.num_deconvs": 1}) == cfg  # and back
+    # an explicit, non-default tuple does not follow: its length error names the key and the length
+    weighted = cfg.override(**{"loss.heatmaps_loss_factor": [1.0, 0.5]})
+    with pytest.raises(ConfigError, match=r"loss.heatmaps_loss_factor has 2 entries.*= 1"):
+        weighted.override(**{"model.num_deconvs": 0})
+    with pytest.raises(ConfigError, match=r"test.with_heatmaps has 2 entries.*= 3"):
+        cfg.override(**{"test.with_heatmaps": [True, False], "model.num_deconvs": 2})
+    with pytest.raises(ConfigError, match=r"model.with_ae_loss has 1 entries.*= 2"):
+        cfg.override(**{"model.with_ae_loss": [True]})
+
+
+def test_joint_count_and_flip_index_come_from_the_keypoint_set():
+    register(KeypointSet(name="test_three", names=("head", "left_hand", "right_hand"), skeleton=((0, 1), (0, 2)),
+                         flip_pairs=((1, 2),), sigmas=(0.05, 0.05, 0.05)))
+    cfg = preset("w32_512")
+    assert cfg.data.keypoints == "coco" and cfg.data.flip_index == COCO_FLIP_INDEX and cfg.model.num_joints == 17
+    three = cfg.override(**{"data.keypoints": "test_three"})
+    assert three.model.num_joints == 3 and three.data.flip_index == (0, 2, 1)
+    assert from_dict(to_dict(three)) == three and three.override(**{"data.keypoints": "coco"}) == cfg
+    with pytest.raises(ConfigError, match=r"model.num_joints is 17 but data.keypoints 'test_three' has 3"):
+        from_dict({**to_dict(cfg), "data": {**to_dict(cfg.data), "keypoints": "test_three"}})
+    with pytest.raises(ConfigError, match="data.keypoints: unknown keypoint set 'nope'"):
+        cfg.override(**{"data.keypoints": "nope"})
+
+
+def test_configs_written_before_keypoint_sets_still_load(tmp_path):
+    """Old YAML files and checkpoint-embedded configs carry ``data.flip_index`` and no ``data.keypoints``."""
+    old = to_dict(preset("w32_512"))
+    del old["data"]["keypoints"]
+    old["data"]["flip_index"] = list(COCO_FLIP_INDEX)
+    assert from_dict(old) == preset("w32_512")
+    old["data"]["flip_index"] = list(range(17))
+    with pytest.raises(ConfigError, match="data.flip_index"):
+        from_dict(old)

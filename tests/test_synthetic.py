@@ -176,3 +176,27 @@ def test_people_mostly_face_the_camera_as_configured(front_facing_prob, low, hig
                      for person in S.sample_scene(S.image_rng(1, "train", index), SIZE, SIZE, cfg).people]
     assert len(left_on_right) > 100
     assert low <= np.mean(left_on_right) <= high
+
+
+def test_generated_content_is_pinned(tmp_path):
+    """Annotation bytes and decoded pixels of a small set (crowds included) equal those of the generator
+    before it became a package (``hhrnet/data/synthetic.py``, 944 lines); a change to what is
+    generated must change this digest on purpose (and ``FORMAT_VERSION`` with it)."""
+    import hashlib
+
+    import cv2
+
+    paths = S.generate(tmp_path, 4, 2, size=64, seed=5, workers=1, config=S.SyntheticConfig(crowd_prob=0.5))
+    digest = hashlib.sha256()
+    for split in ("train", "val"):
+        digest.update(paths.annotations[split].read_bytes())
+        for image in sorted(paths.images[split].glob("*.png")):
+            digest.update(image.name.encode() + cv2.imread(str(image), cv2.IMREAD_UNCHANGED).tobytes())
+    assert digest.hexdigest() == "f2b54705f3e0fc9cab677f9eed2e5fa69e3540b3a2dd426e5ea573ce5112f555"
+
+
+def test_labels_come_from_the_keypoint_set():
+    from hhrnet.keypoints import COCO_17
+
+    assert S.KEYPOINTS is COCO_17 and S.coco_categories() == [COCO_17.coco_category()]
+    assert S.COCO_KEYPOINT_NAMES == COCO_17.names and S.COCO_SKELETON[0] == (16, 14)  # 1-based, as COCO writes

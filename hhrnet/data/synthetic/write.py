@@ -1,0 +1,176 @@
+"""Writing a dataset: images and COCO JSON per split, in parallel, idempotent, byte-identical per seed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hhrnet.data.synthetic.annotate import annotate_scene, coco_categories
+from hhrnet.data.synthetic.config import FORMAT_VERSION, SPLITS, SyntheticConfig
+from hhrnet.data.synthetic.render import render_scene
+from hhrnet.data.synthetic.sampler import sample_scene
+
+_SPLIT_ID_OFFSET = {"train": 0, "val": 100_000_000}  # disjoint image ids, as in COCO train/val
+
+
+@dataclass(frozen=True)
+class SyntheticDataset:
+    """Where a generated dataset lives; ``images[split]`` and ``annotations[split]`` as COCO expects."""
+
+    root: Path
+    images: dict[str, Path]
+    annotations: dict[str, Path]
+    manifest: Path
+
+
+def dataset_paths(out_dir: str | Path) -> SyntheticDataset:
+    root = Path(out_dir)
+    return SyntheticDataset(
+        root=root,
+        images={s: root / "images" / s for s in SPLITS},
+        annotations={s: root / "annotations" / f"person_keypoints_{s}.json" for s in SPLITS},
+        manifest=root / "manifest.json",
+    )
+
+
+def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """Per-image generator from (seed, split, index): results do not depend on the worker count."""
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index]))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so a crash never leaves a truncated file in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _atomic_write(path, json.dumps(obj, separators=(",", ":")).encode())
+
+
+def _encode_image(image_rgb: np.ndarray, image_format: str, cfg: SyntheticConfig) -> bytes:
+    params = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality] if image_format == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buffer = cv2.imencode(f".{image_format}", np.ascontiguousarray(image_rgb[..., ::-1]), params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {image_format} image")
+    return buffer.tobytes()
+
+
+@dataclass(frozen=True)
+class _Job:
+    images_dir: Path
+    split: str
+    index: int
+    size: int
+    seed: int
+    image_format: str
+    cfg: SyntheticConfig
+
+    @property
+    def image_id(self) -> int:
+        return _SPLIT_ID_OFFSET[self.split] + self.index + 1
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.image_id:012d}.{self.image_format}"
+
+
+def _make_example(job: _Job) -> tuple[dict, list[dict]]:
+    """Sample, render, write one image; return its COCO image record and annotations (ids added later)."""
+    scene = sample_scene(image_rng(job.seed, job.split, job.index), job.size, job.size, job.cfg)
+    render = render_scene(scene)
+    _atomic_write(job.images_dir / job.file_name, _encode_image(render.image, job.image_format, job.cfg))
+    record = {"id": job.image_id, "file_name": job.file_name, "width": job.size, "height": job.size}
+    return record, annotate_scene(scene, render, job.cfg.min_visible_keypoints)
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # the pool is the parallelism; OpenCV threads would only oversubscribe
+
+
+def _run_jobs(jobs: list[_Job], workers: int) -> list[tuple[dict, list[dict]]]:
+    """Run the jobs in order, in a forked process pool when ``workers > 1`` (results keep job order).
+
+    Forking is cheap (no re-import of torch), but a child inherits OpenCV's thread pool without its
+    threads and hangs in the first parallel OpenCV call; OpenCV is therefore single-threaded while the
+    children are forked, and the caller's setting is restored afterwards.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return [_make_example(job) for job in jobs]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+            return list(pool.map(_make_example, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+    finally:
+        cv2.setNumThreads(opencv_threads)
+
+
+def _coco_document(records: list[tuple[dict, list[dict]]], spec: dict) -> dict:
+    images, annotations = [], []
+    for record, anns in records:
+        images.append(record)
+        for ann in anns:
+            annotations.append({"id": len(annotations) + 1, "image_id": record["id"], **ann})
+    info = {"description": "hhrnet procedural multi-person keypoints (hhrnet.data.synthetic)", **spec}
+    return {"info": info, "licenses": [], "images": images, "annotations": annotations,
+            "categories": coco_categories()}
+
+
+def _remove_stale_images(images_dir: Path, keep: set[str]) -> None:
+    """Drop images of an earlier, different generation so the folder matches its annotations."""
+    for path in images_dir.glob("*"):
+        if path.suffix in (".png", ".jpg") and path.name not in keep:
+            path.unlink()
+
+
+def generate(out_dir: str | Path, n_train: int, n_val: int, size: int = 256, seed: int = 0,
+             workers: int | None = None, image_format: str = "png", config: SyntheticConfig | None = None,
+             force: bool = False) -> SyntheticDataset:
+    """Write ``out_dir/images/{train,val}/*`` and ``out_dir/annotations/person_keypoints_{train,val}.json``.
+
+    Idempotent: if ``out_dir/manifest.json`` (written last, after every image and JSON) records the same
+    settings, nothing is redone.  Otherwise the manifest is removed first, so an interrupted run never
+    looks complete.  The output is byte-identical for a given (seed, settings), whatever ``workers`` is
+    (default: all CPUs).
+    """
+    if image_format not in ("png", "jpg"):
+        raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
+    if max(n_train, n_val) >= _SPLIT_ID_OFFSET["val"] or min(n_train, n_val) < 0 or size < 32:
+        raise ValueError(f"need 0 <= n_train, n_val < 1e8 and size >= 32, got {n_train}, {n_val}, {size}")
+    cfg = config or SyntheticConfig()
+    paths = dataset_paths(out_dir)
+    spec = {"format_version": FORMAT_VERSION, "n_train": n_train, "n_val": n_val, "size": size, "seed": seed,
+            "image_format": image_format, "config": dataclasses.asdict(cfg)}
+    spec = json.loads(json.dumps(spec))  # tuples -> lists, as they come back from disk
+    if not force and paths.manifest.exists() and json.loads(paths.manifest.read_text()) == spec:
+        return paths
+    paths.manifest.unlink(missing_ok=True)
+    workers = workers or os.cpu_count() or 1
+    for split, count in (("train", n_train), ("val", n_val)):
+        paths.images[split].mkdir(parents=True, exist_ok=True)
+        jobs = [_Job(paths.images[split], split, i, size, seed, image_format, cfg) for i in range(count)]
+        records = _run_jobs(jobs, workers)
+        _write_json(paths.annotations[split], _coco_document(records, spec))
+        _remove_stale_images(paths.images[split], {job.file_name for job in jobs})
+    _write_json(paths.manifest, spec)
+    return paths
