@@ -1,12 +1,12 @@
 """Run the study: `python experiments/run.py --profile default [--only w32_512] [--force]`.
 
-Equivalent to `python -m hhrnet study ...`; the driver lives in `hhrnet/study.py`.
+Equivalent to `python -m hhrnet study ...` (parsed in `hhrnet/cli.py`; the driver is `hhrnet/study/`).
 """
 
 import sys
 from pathlib import Path
 
-from hhrnet.study import main
+from hhrnet.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["--experiments", str(Path(__file__).parent), *sys.argv[1:]]))
+    sys.exit(main(["study", "--experiments", str(Path(__file__).parent), *sys.argv[1:]]))

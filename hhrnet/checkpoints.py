@@ -20,9 +20,7 @@ wrongly shaped keys, so a silently half-loaded model is impossible.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -30,10 +28,10 @@ from typing import Any, Mapping
 
 import torch
 
-from .config import Config, ConfigError, ModelConfig, from_dict, preset, to_dict
+from .config import Config, ConfigError, ModelConfig, from_dict, preset
+from .io import HHRNET_FORMAT, atomic_torch_save, checkpoint_payload  # noqa: F401 (atomic_torch_save re-exported)
 from .model import HigherHRNet
 
-HHRNET_FORMAT = "hhrnet"
 PREFIXES = ("module.", "backbone.", "keypoint_head.")
 SHOW = 5  # keys listed per category in a mismatch message
 
@@ -70,6 +68,11 @@ def locate(spec: str | Path, network: bool = False) -> tuple[Path, Any]:
                                   "train.pretrained")
         return hub.fetch(entry.name), entry
     raise CheckpointError(f"{spec}: no such checkpoint file, nor a published name ({', '.join(hub.REGISTRY)})")
+
+
+def load_file(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)`` on CPU; any failure is one ``CheckpointError`` naming the file."""
+    return _torch_load(Path(path))
 
 
 def _torch_load(path: Path) -> Any:
@@ -194,24 +197,7 @@ def load_model(path: str | Path, config: Config | str | None = None) -> tuple[Hi
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, **extra: Any) -> Path:
     """Write an hhrnet checkpoint atomically (temp file + rename): a crash never leaves half a file."""
-    payload = {"format": HHRNET_FORMAT, "config": to_dict(cfg), "model": model.state_dict(), **extra}
-    return atomic_torch_save(payload, path)
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(checkpoint_payload(cfg, model.state_dict(), **extra), path)
 
 
 def convert(src: str | Path, dst: str | Path, config: Config | str | None = None) -> tuple[Config, str]:

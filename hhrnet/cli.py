@@ -9,13 +9,45 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
-from .config import Config, load_config, parse_overrides
+from .config import Config, ConfigError, load_config, parse_overrides
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def input_side(text: str) -> int:
+    """argparse type: a network input side, a positive multiple of 32 (the network's coarsest stride)."""
+    value = positive_int(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 32, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> Config | None:
     if args.config is None:
+        if args.set:
+            raise ConfigError(f"--set {args.set[0]} needs --config (the preset or file it changes)")
         return None
     return load_config(args.config, parse_overrides(args.set or []))
 
@@ -62,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.data is not None:
         overrides["train.data_root"] = str(args.data)
     cfg = load_config(args.config, overrides)
-    checkpoint = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    checkpoint = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"trained {cfg.name}: {checkpoint}")
 
 
@@ -80,22 +112,19 @@ def test_config_from_args(args: argparse.Namespace):
     return TestConfig(flip_test=not args.no_flip, scales=(2.0, 1.0, 0.5) if args.multi_scale else (1.0,))
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
-    """Poses for image files: ``predictions.json`` and one drawn image per input in ``--out``."""
-    import cv2
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Poses for images, folders, globs and videos: COCO results JSON and drawn images in ``--out``."""
+    from .inference import Predictor
+    from .predict import predict_inputs
 
-    from .data.coco import read_rgb_image
-    from .inference import Predictor, predict_files
-    from .viz import draw_poses
-
-    predictor = Predictor.from_checkpoint(args.checkpoint, test=test_config_from_args(args), config=config_from_args(args))
-    target = predict_files(predictor, args.images, args.out, progress=not args.no_progress)
-    for record in json.loads(target.read_text()):
-        people = [p["keypoints"] for p in record["people"] if p["score"] >= args.min_score]
-        image = read_rgb_image(Path(record["file"]))
-        drawn = draw_poses(image, people) if people else image
-        cv2.imwrite(str(Path(args.out) / f"{Path(record['file']).stem}_poses.jpg"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-    print(f"wrote {target} and {len(args.images)} drawn image(s) in {args.out}")
+    predictor = Predictor.from_checkpoint(args.checkpoint, test=test_config_from_args(args), config=config_from_args(args),
+                                          batch_size=args.batch_size)
+    report = predict_inputs(predictor, args.inputs, args.out, overwrite=args.overwrite, min_score=args.min_score,
+                            progress=not args.no_progress, draw=not args.no_draw)
+    for failure in report.failures:
+        print(f"hhrnet predict: error: {failure}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failures else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -108,6 +137,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         {"root": args.data, "split": args.split}
     metrics = evaluate_dataset(predictor, out_dir=args.out, progress=not args.no_progress, backend="auto", **paths)
     print(metrics_markdown(metrics, title=f"{predictor.cfg.name}: {args.split or args.annotations}"))
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    """Run what is missing or stale in a profile, then gather its summary."""
+    from .study import run_study
+
+    summary = run_study(args.experiments, args.profile, args.only, args.force, args.missing_only,
+                        wait=not args.no_wait)
+    print(f"summary: {summary}")
 
 
 def add_test_options(p: argparse.ArgumentParser) -> None:
@@ -126,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="parameters and FLOPs of a configuration")
     add_config_options(p, required=True)
-    p.add_argument("--input-size", type=int)
+    p.add_argument("--input-size", type=input_side)
     p.set_defaults(run=cmd_info)
 
     p = sub.add_parser("convert", help="official/mmpose checkpoint → hhrnet checkpoint with embedded config")
@@ -138,25 +176,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export the network (no grouping) to ONNX")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--onnx", required=True, type=Path)
-    p.add_argument("--input-size", type=int, help="example input side (axes stay dynamic)")
+    p.add_argument("--input-size", type=input_side, help="example input side (axes stay dynamic)")
     add_config_options(p)
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("synth", help="write a procedural multi-person dataset in COCO keypoints format")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--train", type=int, default=1000, help="training images")
-    p.add_argument("--val", type=int, default=200, help="validation images")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--train", type=positive_int, default=1000, help="training images")
+    p.add_argument("--val", type=positive_int, default=200, help="validation images")
+    p.add_argument("--size", type=input_side, default=256, help="image side in pixels (a multiple of 32)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.add_argument("--format", choices=("png", "jpg"), default="png")
     p.add_argument("--force", action="store_true", help="regenerate even if DIR holds this exact dataset")
     p.set_defaults(run=cmd_synth)
 
-    p = sub.add_parser("predict", help="poses for image files (JSON + drawn skeletons)")
-    p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--min-score", type=float, default=0.1, help="people drawn (all are in the JSON)")
+    p = sub.add_parser("predict", help="poses for images, folders, glob patterns and videos (JSON + drawings)")
+    p.add_argument("inputs", nargs="+", help="image or video files, folders (searched recursively), glob patterns")
+    p.add_argument("--out", required=True, type=Path, help="outputs mirror the input names below this folder")
+    p.add_argument("--min-score", type=fraction, default=0.1, help="people drawn (all are in the JSON)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--no-draw", action="store_true", help="JSON only, no drawn images or videos")
     add_test_options(p)
     p.set_defaults(run=cmd_predict)
 
@@ -174,30 +215,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run directory (config, last.pth, metrics.jsonl)")
     p.add_argument("--data", type=Path, help="dataset root (overrides train.data_root)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pth, exactly")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in RUN_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("study", help="run the papermill study (experiments/rows.yaml) for a profile",
-                       add_help=False)
-    p.set_defaults(run=None)
+    p = sub.add_parser("study", help="run the papermill study (experiments/rows.yaml) for a profile")
+    p.add_argument("--profile", default="default", help="smoke | default | cpu | paper (see rows.yaml)")
+    p.add_argument("--experiments", type=Path, default=Path("experiments"),
+                   help="folder holding rows.yaml and the notebooks")
+    p.add_argument("--only", nargs="+", metavar="TEXT", help="runs whose name contains any of these strings")
+    p.add_argument("--force", action="store_true", help="re-run even up-to-date runs")
+    p.add_argument("--missing-only", action="store_true", help="keep stale results, run only missing ones")
+    p.add_argument("--no-wait", action="store_true",
+                   help="fail instead of waiting when another study process is running the same run")
+    p.set_defaults(run=cmd_study)
     return parser
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line: its message (first line), or its type when it has none."""
+    text = str(err).strip()
+    if isinstance(err, KeyError) and text:
+        text = f"missing key {text}"
+    first = text.splitlines()[0] if text else type(err).__name__
+    return first + (" (more with --debug)" if len(text.splitlines()) > 1 else "")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["study"]:  # the study driver has its own options
-        from .study import main as study_main
-
-        return study_main(argv[1:])
     args = build_parser().parse_args(argv)
+    formatwarning = warnings.formatwarning
+    if not args.debug:  # warnings as one line too, without the source line that raised them
+        warnings.formatwarning = lambda message, category, *_, **__: f"hhrnet {args.command}: warning: {message}\n"
     try:
-        args.run(args)
-    except KeyboardInterrupt:
-        print(f"hhrnet {args.command}: interrupted", file=sys.stderr)
+        code = args.run(args)
+    except KeyboardInterrupt as err:
+        if args.debug:
+            raise
+        print(f"hhrnet {args.command}: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return 130
     except Exception as err:  # one readable line; the traceback only on request
         if args.debug:
             raise
-        print(f"hhrnet {args.command}: error: {err}", file=sys.stderr)
+        print(f"hhrnet {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 1
-    return 0
+    finally:
+        warnings.formatwarning = formatwarning
+    return code or 0

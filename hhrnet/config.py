@@ -53,6 +53,16 @@ def _length_error(key: str, got: int, outputs: int) -> ConfigError:
                        f"= {outputs} (leave it unset for the default on every output)")
 
 
+def _check_at_least(section: str, obj: Any, minimum: float, *names: str) -> None:
+    """Each named field is a number >= ``minimum`` (``None`` allowed); else one error naming the key."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+            raise ConfigError(f"{section}.{name} must be a number >= {minimum}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Structure of HRNet + HigherHRNet head.
@@ -93,6 +103,11 @@ class ModelConfig:
             raise ConfigError(f"model.final_conv_kernel must be 1 or 3, got {self.final_conv_kernel}")
         if self.deconv_kernel not in (2, 3, 4):
             raise ConfigError(f"model.deconv_kernel must be 2, 3 or 4, got {self.deconv_kernel}")
+        _check_at_least("model", self, 1, "width", "num_joints", "stem_channels", "layer1_blocks", "layer1_planes",
+                        "blocks_per_branch")
+        _check_at_least("model", self, 0, "num_deconvs", "num_basic_blocks")
+        if min(self.stage_modules) < 1:
+            raise ConfigError(f"model.stage_modules must be at least 1 each, got {self.stage_modules}")
 
     @property
     def tag_channels(self) -> int:
@@ -152,6 +167,7 @@ class TestConfig:
             raise ConfigError(f"test.nms_kernel must be a positive odd number, got {self.nms_kernel}")
         if self.max_people < 1:
             raise ConfigError(f"test.max_people must be at least 1, got {self.max_people}")
+        _check_at_least("test", self, 0, "detection_threshold", "tag_threshold")
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -192,6 +208,11 @@ class DataConfig:
         if not 0 < self.min_scale <= self.max_scale:
             raise ConfigError(f"data.min_scale/max_scale must satisfy 0 < min <= max, got "
                               f"{self.min_scale}, {self.max_scale}")
+        _check_at_least("data", self, 1e-6, "sigma", "base_sigma", "base_size")
+        _check_at_least("data", self, 1, "max_people")
+        _check_at_least("data", self, 0, "max_rotation", "max_translate", "flip_prob")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"data.std must be positive, got {self.std}")
 
     @property
     def keypoint_set(self) -> KeypointSet:
@@ -215,8 +236,8 @@ LOSS_EVERY_OUTPUT: dict[str, Any] = {"with_heatmaps_loss": True, "heatmaps_loss_
 class LossConfig:
     """Loss switches and factors per output resolution (official ``LOSS.*``; W32-512 values).
 
-    Each tuple has one entry per network output; None means ``LOSS_EVERY_OUTPUT`` on every output
-    (filled in by ``for_outputs``, which ``Config`` calls).  Which outputs carry tags (and so get an
+    Each tuple has one entry per network output, or one entry for every output; None means
+    ``LOSS_EVERY_OUTPUT`` on every output (filled in by ``for_outputs``, which ``Config`` calls).  Which outputs carry tags (and so get an
     AE loss) is ``ModelConfig.with_ae_loss``.
     """
 
@@ -238,6 +259,8 @@ class LossConfig:
         values = {}
         for name, default in LOSS_EVERY_OUTPUT.items():
             value = getattr(self, name)
+            if value is not None and len(value) == 1:
+                value = value * outputs  # one value: the same on every output
             if value is not None and len(value) != outputs:
                 raise _length_error(f"loss.{name}", len(value), outputs)
             values[name] = (default,) * outputs if value is None else value
@@ -286,6 +309,8 @@ class TrainConfig:
             raise ConfigError(f"train.amp must be auto, fp16, bf16 or off, got {self.amp!r}")
         if self.batch_size < 1 or self.accumulate < 1:
             raise ConfigError("train.batch_size and train.accumulate must be at least 1")
+        _check_at_least("train", self, 1, "epochs", "log_every", "max_iters")
+        _check_at_least("train", self, 0, "lr", "workers", "checkpoint_every", "val_every")
         if self.pretrained and self.init_from:
             raise ConfigError("train.pretrained (backbone only) and train.init_from (every weight) exclude "
                               "each other; give one")
@@ -318,6 +343,12 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        # HRNet halves the input five times (stem 4x, branches to 1/32) and fuses the branches by
+        # exact 2x upsampling, so the training input must divide by 32
+        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 32 \
+                or self.input_size % 32:
+            raise ConfigError(f"input_size must be a positive multiple of 32 (the network's coarsest stride), "
+                              f"got {self.input_size!r}")
         kset, outputs = self.data.keypoint_set, self.model.num_deconvs + 1
         if self.model.num_joints != kset.num_joints:
             raise ConfigError(f"model.num_joints is {self.model.num_joints} but data.keypoints {kset.name!r} has "

@@ -179,7 +179,7 @@ def diagnose_image(predictor: Any, image: np.ndarray, annotations: Sequence[Mapp
         with warnings.catch_warnings():
             if heat_from == "gt":  # a person-free image has all-zero perfect heatmaps: no people, no warning
                 warnings.filterwarnings("ignore", message=".*only zeros", category=RuntimeWarning)
-            [grouped] = group(heatmaps, tags, test)
+            [grouped] = group(heatmaps, tags, test, cfg.data.keypoint_set)
         poses[variant] = Poses.from_grouped(grouped, center, scale_200, (heatmaps.shape[3], heatmaps.shape[2]))
     return poses
 
@@ -212,7 +212,7 @@ def diagnostic_results(predictor: Any, gt: Any, image_dir: str | Path, image_ids
         info = gt.loadImgs(image_id)[0]
         image = read_rgb_image(Path(image_dir) / info["file_name"], (info["height"], info["width"]))
         for variant, poses in diagnose_image(predictor, image, gt.imgToAnns[image_id], variants).items():
-            results[variant].extend(coco_results(image_id, poses))
+            results[variant].extend(coco_results(image_id, poses, predictor.cfg.data.keypoint_set))
     return {v: results[v] for v in variants}
 
 
@@ -237,7 +237,8 @@ def diagnostics(predictor: Any, root: str | Path | None = None, split: str | Non
         if not ids:
             return float("nan")
         keep = set(ids)
-        return evaluate_coco(gt, [r for r in entries if r["image_id"] in keep], ids, backend=backend)["AP"]
+        return evaluate_coco(gt, [r for r in entries if r["image_id"] in keep], ids, backend=backend,
+                             keypoints=predictor.cfg.data.keypoint_set)["AP"]
 
     out: dict[str, Any] = {
         "AP": ap(results["network"], image_ids),

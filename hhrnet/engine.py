@@ -11,6 +11,10 @@ learning rate of ``TrainConfig.lr_at``.  A run directory holds
 * ``metrics.jsonl`` one JSON line per logged iteration (loss terms per resolution, lr, images/s) and
                    per validation.
 
+A run folder that already holds a run is refused unless ``resume`` (continue it) or ``overwrite``
+(replace it).  SIGINT / SIGTERM finish the current iteration, write ``last.pth`` for it and stop with
+``TrainingInterrupted``; ``--resume`` then continues exactly as if nothing had happened.
+
 Exactness: the augmentation of a sample depends only on ``(seed, epoch, index)`` and every process
 (or accumulation step) reads a fixed shard of a seeded permutation (``DistributedSampler`` with
 ``world × accumulate`` virtual replicas).  Hence ``--resume`` continues bit-exactly on CPU, and 2
@@ -20,10 +24,12 @@ DDP processes with batch b equal one process with batch b and ``accumulate=2``.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +42,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from .checkpoints import atomic_torch_save, load_pretrained_backbone, load_state_dict_strict, read_checkpoint
+from .checkpoints import load_file, load_pretrained_backbone, load_state_dict_strict, read_checkpoint
 from .config import Config, from_dict, save_config, to_dict
 from .data.coco import CocoKeypoints
+from .io import append_jsonl, atomic_torch_save, checkpoint_payload, read_jsonl, remove_stale_temps, write_jsonl
 from .losses import MultiResolutionLoss
 from .model import HigherHRNet
 
@@ -48,6 +55,18 @@ METRICS = "metrics.jsonl"
 
 class TrainingError(RuntimeError):
     """A run that cannot start or continue (bad resume state, non-finite loss)."""
+
+
+class RunExistsError(TrainingError):
+    """The run folder already holds a run and neither resume nor overwrite was asked for."""
+
+
+class ResumeMismatchError(TrainingError):
+    """``resume`` found a checkpoint written with a different configuration."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT / SIGTERM stopped training after writing a resumable checkpoint of the current iteration."""
 
 
 @dataclass
@@ -160,11 +179,9 @@ def _tuples(x: Any) -> Any:
 
 def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                         scaler: torch.amp.GradScaler, cfg: Config, epoch: int, iteration: int) -> None:
-    atomic_torch_save({
-        "format": "hhrnet", "config": to_dict(cfg), "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-        "epoch": epoch, "iteration": iteration,
-    }, path)
+    atomic_torch_save(checkpoint_payload(
+        cfg, unwrap(model).state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+        rng=rng_state(), epoch=epoch, iteration=iteration), path)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -187,7 +204,9 @@ def config_changes(old: Config, new: Config) -> list[str]:
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_file(path)
+    if not isinstance(state, dict):
+        raise TrainingError(f"{path}: not a training checkpoint")
     missing = {"model", "optimizer", "scaler", "rng", "epoch", "iteration", "config"} - set(state)
     if missing:
         raise TrainingError(f"{path}: not a training checkpoint (missing {', '.join(sorted(missing))})")
@@ -199,23 +218,62 @@ def load_training_state(path: Path) -> dict[str, Any]:
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    append_jsonl(path, row)
 
 
 def trim_metrics(path: Path, last_iteration: int) -> None:
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("iter", 0) <= last_iteration]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    """Keep the rows up to ``last_iteration`` (a torn last line from a crash is dropped too)."""
+    if path.exists():
+        write_jsonl(path, [r for r in read_jsonl(path, warn=_warn) if r.get("iter", 0) <= last_iteration])
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_jsonl(Path(run_dir) / METRICS, warn=_warn)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+RUN_FILES = (CHECKPOINT, METRICS, "config.yaml")
+
+
+def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder; remove what ``overwrite`` replaces and stale temp files."""
+    existing = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if existing and not resume:
+        if not overwrite:
+            raise RunExistsError(f"{out_dir} already holds a run ({', '.join(existing)}); use --resume to "
+                                 "continue it or --overwrite to replace it")
+        for name in existing:
+            (out_dir / name).unlink()
+    remove_stale_temps(out_dir)
+
+
+class StopSignals:
+    """SIGINT / SIGTERM set ``requested`` instead of killing the process (a second signal does).
+
+    Installed only in the main thread (Python's rule for signal handlers); elsewhere it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested is not None:  # asked twice: stop now
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,11 +303,18 @@ def build_model(cfg: Config, rt: Runtime, network: Callable[[Config], nn.Module]
 
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True,
           dataset: CocoKeypoints | None = None, network: Callable[[Config], nn.Module] | None = None,
-          criterion: nn.Module | None = None) -> Path:
+          criterion: nn.Module | None = None, overwrite: bool = False) -> Path:
     """Train ``cfg`` into ``out_dir`` (resuming from its ``last.pth`` if asked); returns the checkpoint.
 
     ``network`` and ``criterion`` replace HigherHRNet and its loss (backbone pretraining uses them).
     """
+    with StopSignals() as stop:
+        return _train(cfg, Path(out_dir), resume, progress, dataset, network, criterion, overwrite, stop)
+
+
+def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, dataset: CocoKeypoints | None,
+           network: Callable[[Config], nn.Module] | None, criterion: nn.Module | None, overwrite: bool,
+           stop: StopSignals) -> Path:
     rt = start_runtime()
     out_dir = Path(out_dir)
     ckpt_path, metrics_path = out_dir / CHECKPOINT, out_dir / METRICS
@@ -261,11 +326,12 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
         resumed = load_training_state(ckpt_path)
         changed = config_changes(from_dict(resumed["config"]), cfg)
         if changed:
-            raise TrainingError(f"--resume: {ckpt_path} was written with a different config "
+            raise ResumeMismatchError(f"--resume: {ckpt_path} was written with a different config "
                                 f"({', '.join(changed)}); only {', '.join(RESUME_MAY_CHANGE)} may change")
         epoch, iteration = resumed["epoch"], resumed["iteration"]
     if rt.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(out_dir, resume, overwrite)
         save_config(cfg, out_dir / "config.yaml")
         trim_metrics(metrics_path, iteration) if resume else metrics_path.unlink(missing_ok=True)
 
@@ -320,6 +386,12 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
                     window = (iteration, now)
                 if cfg.train.checkpoint_every and iteration % cfg.train.checkpoint_every == 0:
                     save_training_state(ckpt_path, model, optimizer, scaler, cfg, epoch, iteration)
+            if _stop_requested(stop, rt) and iteration < total:
+                if rt.is_main:
+                    bar.close()
+                    save_training_state(ckpt_path, model, optimizer, scaler, cfg, epoch, iteration)
+                raise TrainingInterrupted(f"{stop.requested or 'a signal'} at iteration {iteration} of {total}; "
+                                          f"{ckpt_path} holds it: continue with --resume")
             if iteration >= total:
                 break
         else:  # the epoch ran to its end
@@ -333,6 +405,15 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
     if rt.world > 1:
         dist.barrier()
     return ckpt_path
+
+
+def _stop_requested(stop: StopSignals, rt: Runtime) -> bool:
+    """Whether any process was asked to stop (every process must stop at the same iteration)."""
+    if rt.world == 1:
+        return stop.requested is not None
+    flag = torch.tensor([float(stop.requested is not None)], device=rt.device)
+    dist.all_reduce(flag)
+    return bool(flag.item())
 
 
 def accumulate_gradients(model: nn.Module, criterion: nn.Module, micro_batches: tuple[dict, ...],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import time
 import warnings
 from pathlib import Path
@@ -59,17 +58,29 @@ def _area_ranges(keypoints: KeypointSet) -> list[list[float]]:
     return [[0 ** 2, 1e5 ** 2], [low ** 2, high ** 2], [high ** 2, 1e5 ** 2]]
 
 
-def _pycocotools_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int],
-                       keypoints: KeypointSet) -> np.ndarray:
+def matched_cocoeval(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int], keypoints: KeypointSet,
+                     dt: Any = None) -> Any:
+    """pycocotools' ``COCOeval`` for keypoints with the set's sigmas and areas, after ``evaluate()``.
+
+    ``dt`` replaces ``gt.loadRes(results)`` (e.g. an empty result set, which ``loadRes`` refuses).
+    """
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds fields to the entries it is given
+        if dt is None:
+            dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds fields to the entries it is given
         ev = COCOeval(gt, dt, "keypoints")
         ev.params.imgIds = list(image_ids)
         ev.params.kpt_oks_sigmas = np.array(keypoints.sigmas)
         ev.params.areaRng = _area_ranges(keypoints)
         ev.evaluate()
+    return ev
+
+
+def _pycocotools_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int],
+                       keypoints: KeypointSet) -> np.ndarray:
+    ev = matched_cocoeval(gt, results, image_ids, keypoints)
+    with contextlib.redirect_stdout(io.StringIO()):
         ev.accumulate()
         ev.summarize()
     return np.asarray(ev.stats, np.float64)
@@ -131,6 +142,9 @@ def metrics_markdown(metrics: dict[str, Any], title: str = "COCO keypoints") -> 
     return f"### {title}\n\n{header}\n{rule}\n{row}\n"
 
 
+MATCHES = "matches.npz"  # per-detection COCOeval matches of an evaluation (``hhrnet.stats.MatchTable``)
+
+
 def evaluate(predictor: Any, root: str | Path | None = None, split: str | None = None,
              annotation_file: str | Path | None = None, image_dir: str | Path | None = None,
              out_dir: str | Path | None = None, backend: str = "pycocotools", progress: bool = True,
@@ -139,15 +153,16 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
 
     The split is ``root`` + ``split`` or an ``annotation_file`` + ``image_dir`` (``hhrnet.data.coco_paths``);
     the keypoint set is the predictor's config's.  With ``out_dir``: writes ``results.json`` (COCO result
-    entries), ``metrics.json`` and ``metrics.md``.  Returns the metrics plus ``images``, ``people`` and
+    entries), ``metrics.json``, ``metrics.md`` and ``matches.npz`` (for ``hhrnet.stats`` intervals).  Returns the metrics plus ``images``, ``people`` and
     ``seconds_per_image``.
     """
     from tqdm import tqdm
 
-    from hhrnet.data.coco import coco_paths, read_rgb_image
+    from hhrnet.data.coco import coco_paths, read_rgb_image, validate_ground_truth
 
     keypoints = predictor.cfg.data.keypoint_set
     ann_path, img_dir = coco_paths(root, split, annotation_file, image_dir)
+    validate_ground_truth(ann_path, img_dir, keypoints.num_joints)  # never score unchecked ground truth
     gt = load_ground_truth(ann_path)
     image_ids = sorted(gt.getImgIds())[:limit]
     results = []
@@ -160,9 +175,12 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
     metrics: dict[str, Any] = evaluate_coco(gt, results, image_ids, backend=backend, keypoints=keypoints)
     metrics.update(images=len(image_ids), people=len(results), seconds_per_image=seconds)
     if out_dir is not None:
+        from hhrnet.io import atomic_write, atomic_write_json
+        from hhrnet.stats import match_table
+
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results))
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (out / "metrics.md").write_text(metrics_markdown(metrics, title=f"{predictor.cfg.name} on {ann_path.name}"))
+        atomic_write_json(out / "results.json", results, indent=None)
+        atomic_write_json(out / "metrics.json", metrics, indent=2)
+        atomic_write(out / "metrics.md", metrics_markdown(metrics, title=f"{predictor.cfg.name} on {ann_path.name}"))
+        match_table(gt, results, image_ids, keypoints).save(out / MATCHES)  # for paired intervals later
     return metrics

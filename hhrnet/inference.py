@@ -16,13 +16,12 @@ one function per step:
 
 ``Predictor`` runs the whole chain on images (batched, any size mix): ``predict`` gives poses, ``maps``
 the aggregated heatmaps and tags before grouping.  ``load_model`` reads a checkpoint or builds a
-preset; ``predict_files`` writes predictions for image files.  Dataset evaluation is
-``hhrnet.evaluation.evaluate`` (``evaluate_dataset`` here is the same function).
+preset.  Dataset evaluation is ``hhrnet.evaluation.evaluate`` (``evaluate_dataset`` here is the
+same function); file prediction lives in ``hhrnet.predict``.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -341,32 +340,3 @@ class Predictor:
         if not self.test.flip_test:
             return ScaleOutputs(scale, outputs)
         return ScaleOutputs(scale, [o[:n] for o in outputs], [o[n:] for o in outputs])
-
-
-# --------------------------------------------------------------------------------------------------
-# Files in, files out (the command line)
-
-
-def predict_files(predictor: Predictor, paths: Sequence[str | Path], out_dir: str | Path,
-                  progress: bool = True) -> Path:
-    """Run on image files and write ``predictions.json``: per image its people (keypoints, score).
-
-    Returns the path of the JSON file.
-    """
-    from tqdm import tqdm
-
-    from hhrnet.data.coco import read_rgb_image
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in tqdm(paths, desc="predict", unit="img", disable=not progress):
-        poses = predictor([read_rgb_image(Path(path))])[0]
-        records.append({
-            "file": str(path),
-            "people": [{"keypoints": np.round(k, 3).tolist(), "score": round(float(s), 6)}
-                       for k, s in zip(poses.keypoints, poses.scores)],
-        })
-    target = out_dir / "predictions.json"
-    target.write_text(json.dumps(records, indent=1))
-    return target

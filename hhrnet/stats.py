@@ -24,7 +24,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from hhrnet.evaluation import load_ground_truth
+from hhrnet.evaluation import load_ground_truth, matched_cocoeval
+from hhrnet.io import atomic_write
+from hhrnet.keypoints import COCO_17, KeypointSet
 
 AREAS: tuple[str, ...] = ("all", "medium", "large")  # COCOeval keypoint areaRngLbl, in its order
 METRICS: dict[str, tuple[str, int | None]] = {  # name -> (area, OKS threshold index or None = mean of all)
@@ -64,8 +66,7 @@ class MatchTable:
         shape = np.array(self.matched.shape)
         arrays["matched"] = np.packbits(self.matched.reshape(-1))
         arrays["ignored"] = np.packbits(self.ignored.reshape(-1))
-        with open(path, "wb") as f:
-            np.savez_compressed(f, flags_shape=shape, **arrays)
+        atomic_write(path, lambda f: np.savez_compressed(f, flags_shape=shape, **arrays))
         return path
 
     @classmethod
@@ -101,22 +102,17 @@ def _empty_results(gt: Any) -> Any:
     return dt
 
 
-def match_table(gt: Any, results: Sequence[dict[str, Any]], image_ids: Sequence[int] | None = None) -> MatchTable:
-    """Run ``COCOeval(gt, results, "keypoints").evaluate()`` (as ``evaluate_coco`` does) and keep its matches.
+def match_table(gt: Any, results: Sequence[dict[str, Any]], image_ids: Sequence[int] | None = None,
+                keypoints: KeypointSet = COCO_17) -> MatchTable:
+    """Run ``COCOeval.evaluate()`` exactly as ``evaluate_coco`` does and keep its matches.
 
     ``gt``: a pycocotools ``COCO`` or an annotation file; ``results``: COCO keypoint result entries;
     ``image_ids``: the evaluated images (default: every image of ``gt``).
     """
-    from pycocotools.cocoeval import COCOeval
-
     gt = load_ground_truth(gt)
     results = list(results)
     image_ids = sorted(gt.getImgIds()) if image_ids is None else list(image_ids)
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(copy.deepcopy(results)) if results else _empty_results(gt)
-        ev = COCOeval(gt, dt, "keypoints")
-        ev.params.imgIds = list(image_ids)
-        ev.evaluate()
+    ev = matched_cocoeval(gt, results, image_ids, keypoints, dt=None if results else _empty_results(gt))
     p = ev.params
     if len(p.catIds) != 1 or list(p.maxDets) != [MAX_DETS] or tuple(p.areaRngLbl) != AREAS:
         raise ValueError(f"match_table handles one category, maxDets [20] and areas {AREAS}; got categories "

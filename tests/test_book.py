@@ -2,8 +2,11 @@
 the results table holds numbers and the reproduce page lists a command per evaluation.
 
 Needs Debian's Chromium (``apt-get install -y chromium``) and the ``playwright`` Python package (its wheel
-brings its own driver; ``playwright install`` is not needed). Skips when either is missing, or when the
-book has not been built (``make book`` writes ``_build/html``). Screenshots go to ``_build/screenshots/``.
+brings its own driver; ``playwright install`` is not needed). Screenshots go to ``_build/screenshots/``.
+
+When it runs: in CI (``CI`` set, as ``.ci/run`` does) or once the book is built (``make book`` writes
+``_build/html``), a missing Chromium, playwright or book is a *failure*: a browser test that silently
+skips proves nothing.  A local checkout without a built book skips it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import functools
 import json
 import http.server
+import importlib.util
+import os
 import re
 import threading
 from pathlib import Path
@@ -26,11 +31,30 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
                "--disable-sync", "--no-first-run", "--disable-quic"]
 LOCAL = ("http://127.0.0.1", "data:", "blob:", "about:")
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install -y chromium)"),
-    pytest.mark.skipif(not (HTML / "index.html").exists(), reason="book not built (make book)"),
-]
+REQUIRED = bool(os.environ.get("CI")) or (HTML / "index.html").exists()
+
+
+def _missing() -> str | None:
+    """Why the browser test cannot run here (None when it can)."""
+    if not (HTML / "index.html").exists():
+        return "book not built (make book)"
+    if not CHROMIUM.exists():
+        return "no /usr/bin/chromium (apt-get install -y chromium)"
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed (pip install playwright)"
+    return None
+
+
+if _missing() is not None and not REQUIRED:
+    pytest.skip(_missing(), allow_module_level=True)
+
+
+def test_the_browser_test_can_run():
+    """In CI, or with a built book, everything the browser test needs must be there."""
+    assert _missing() is None, f"browser test cannot run: {_missing()}"
+
+
+sync_api = pytest.importorskip("playwright.sync_api") if _missing() is None else None
 
 
 def toc_pages() -> list[str]:
@@ -58,6 +82,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
+    if _missing() is not None:
+        pytest.skip(f"{_missing()} (test_the_browser_test_can_run fails for it)")
     handler = functools.partial(_QuietHandler, directory=str(HTML))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -69,6 +95,8 @@ def server():
 
 @pytest.fixture(scope="module")
 def browser():
+    if _missing() is not None:
+        pytest.skip(f"{_missing()} (test_the_browser_test_can_run fails for it)")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
         yield b

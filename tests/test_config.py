@@ -81,10 +81,24 @@ def test_official_extra_yaml_layout():
         model_config_from_official(extra)
 
 
-def test_golden_tiny_json_is_expressible():
-    spec = json.loads(golden_files("model_tiny*.json")[0].read_text())
-    cfg = model_config_from_official(spec)
-    assert cfg == ModelConfig(width=8, stage_modules=(1, 1, 1), blocks_per_branch=1, num_basic_blocks=1)
+@pytest.mark.parametrize("path", golden_files("model_tiny*.json"), ids=lambda p: p.name)
+def test_golden_tiny_json_is_expressible(path):
+    """Every golden MODEL.EXTRA block is read field by field, whatever its sizes (nothing hard-coded)."""
+    spec = json.loads(path.read_text())
+    stages = [spec["stages"][f"STAGE{i}"] for i in (2, 3, 4)]
+    deconv = spec["deconv"]
+    cfg = model_config_from_official(spec, num_joints=spec["num_joints"], tag_per_joint=spec["tag_per_joint"],
+                                     with_ae_loss=tuple(spec["with_ae_loss"]))
+    assert cfg.width == stages[0]["num_channels"][0]
+    assert all(cfg.branch_channels(s["num_branches"]) == tuple(s["num_channels"]) for s in stages)
+    assert cfg.stage_modules == tuple(s["num_modules"] for s in stages)
+    assert {cfg.blocks_per_branch} == {b for s in stages for b in s["num_blocks"]}
+    assert (cfg.stem_channels, cfg.layer1_blocks, cfg.layer1_planes) == \
+        (spec["stem_inplanes"], spec["layer1"]["num_blocks"], spec["layer1"]["planes"])
+    assert (cfg.num_deconvs, cfg.num_basic_blocks, [cfg.deconv_kernel] * cfg.num_deconvs, [cfg.cat_output] * cfg.num_deconvs) == \
+        (deconv["num_deconvs"], deconv["num_basic_blocks"], deconv["kernel_size"], deconv["cat_output"])
+    assert (cfg.final_conv_kernel, cfg.num_joints, cfg.tag_per_joint, list(cfg.with_ae_loss)) == \
+        (spec["final_conv_kernel"], spec["num_joints"], spec["tag_per_joint"], spec["with_ae_loss"])
 
 
 def test_with_ae_loss_length_is_checked():
@@ -177,3 +191,13 @@ def test_configs_written_before_keypoint_sets_still_load(tmp_path):
     old["data"]["flip_index"] = list(range(17))
     with pytest.raises(ConfigError, match="data.flip_index"):
         from_dict(old)
+
+
+def test_one_loss_value_applies_to_every_output():
+    """A profile scales a loss factor for every structure at once: ``[x]`` means x on every output."""
+    for deconvs in (0, 1, 2):
+        cfg = preset("w32_512").override(**{"model.num_deconvs": deconvs, "loss.push_loss_factor": [0.01]})
+        assert cfg.loss.push_loss_factor == (0.01,) * (deconvs + 1)
+        assert cfg.loss.pull_loss_factor == (0.001,) * (deconvs + 1)
+    with pytest.raises(ConfigError, match="push_loss_factor"):
+        preset("w32_512").override(**{"loss.push_loss_factor": [0.01, 0.01, 0.01]})

@@ -253,7 +253,7 @@ def test_zero_area_person_with_scale_aware_sigma_names_the_annotation(tmp_path):
 
 
 def test_keypoints_outside_the_image_fall_out_of_the_maps(tmp_path):
-    far = [-900.0, -900.0, 2] * 17
+    far = [900.0, 900.0, 2] * 17  # negative coordinates are refused by the validation
     _write_set(tmp_path / "ann.json", tmp_path / "img", [_person(11, 1, far)])
     sample = _dataset(tmp_path, data=DataConfig(max_rotation=0, min_scale=1, max_scale=1))[0]
     assert all(h.max() == 0 for h in sample["heatmaps"]) and all(not j.any() for j in sample["joints"])

@@ -214,8 +214,12 @@ def test_refine_shortcut_equals_full_map_argmax(seed_shape, tag_spread, heat_off
     out = refine(joints, heat, tags)
     planes_in_memory = np.moveaxis(np.ascontiguousarray(np.moveaxis(tags, -1, 1)), 1, -1)  # as aggregate returns
     np.testing.assert_array_equal(refine(joints, heat, planes_in_memory), out)
+    detected = joints[..., 2] > 0  # the reference centre: the mean tag of the detected joints only
+    centres = np.stack([joints[p, detected[p], 3:].sum(axis=0, dtype=np.float32) / np.float32(detected[p].sum())
+                        for p in range(len(joints))])
+    np.testing.assert_array_equal(mean_tags(joints), centres)
     for person, joint in zip(*np.nonzero(joints[..., 2] == 0)):
-        centre = mean_tags(joints)[person]
+        centre = centres[person]
         y, x = divmod(full_map_refine_pixel(heat[joint], tags[joint], centre), w)
         if heat[joint, y, x] > 0:
             assert tuple(np.floor(out[person, joint, :2]).astype(int)) == (x, y)

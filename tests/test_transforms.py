@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -111,6 +113,12 @@ def test_image_and_joints_stay_aligned_through_augmentation(flip):
     for size, j in zip((64, 128), out.joints):
         assert np.abs(j[0, k, :2] * 256 / size - dot).max() < 256 / size  # within one output pixel
         assert j[0, k, 2] == 2 and not j[0, 19 - k, 2]
+    if flip:  # the flipped sample is the mirror of the unflipped one, pixels and joints alike
+        plain = augment(image, np.ones((300, 400), np.uint8), joints, dataclasses.replace(params, flip=False), 256,
+                        (64, 128), COCO_FLIP_INDEX)
+        np.testing.assert_array_equal(out.image, plain.image[:, ::-1])
+        for size, j, p in zip((64, 128), out.joints, plain.joints):
+            np.testing.assert_allclose(j[0, 10, :2], (size - 1 - p[0, 9, 0], p[0, 9, 1]), atol=1e-9)
 
 
 def test_mask_outside_the_image_is_ignored_and_inside_counted():

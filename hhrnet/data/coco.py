@@ -3,7 +3,8 @@
 Reading order follows one training sample from disk to targets:
 
 1. ``coco_paths`` finds the annotation file and the image folder (three layouts).
-2. ``load_records`` reads and validates the JSON once, at construction: every problem that would
+2. ``load_records`` reads the JSON once, at construction, through ``load_coco`` (the one validation
+   path of train, evaluate, study and book): every problem that would
    otherwise surface as a wrong target or a crash inside a DataLoader worker is reported here, with
    the file and the annotation id.  Per image it keeps the joints array and the ignored regions.
 3. ``CocoKeypoints.__getitem__`` decodes the image (``read_rgb_image``), builds the image-resolution
@@ -18,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from hhrnet.config import Config, DataConfig
 from hhrnet.data import transforms
+from hhrnet.evaluation import PERSON_CATEGORY
+from hhrnet.io import ImageReadError, read_image
 from hhrnet.targets import (counted_mask, fixed_sigma_heatmaps, is_ignored_region, joint_tag_targets,
                             scale_aware_heatmaps)
 
@@ -90,25 +92,134 @@ def _read_json(path: Path) -> Mapping[str, Any]:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, Mapping) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("annotations"), list):
-        raise DatasetError(f"{path}: not a COCO file (needs 'images' and 'annotations' lists)")
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the annotation file ({err.strerror or err})") from None
+    if not isinstance(data, Mapping) or not all(isinstance(data.get(k), list) for k in COCO_SECTIONS):
+        raise DatasetError(f"{path}: not a COCO file (needs 'images', 'annotations' and 'categories' lists)")
     return data
+
+
+COCO_SECTIONS = ("images", "annotations", "categories")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float, np.number)) and not isinstance(v, bool)) and bool(np.isfinite(v))
 
 
 def _annotation_keypoints(ann: Mapping[str, Any], num_joints: int, where: str) -> np.ndarray:
     """``(K, 3)`` keypoints of one annotation, or an error saying what is wrong with it."""
     if "keypoints" not in ann:
         raise DatasetError(f"{where}: no 'keypoints' field; this is not a COCO keypoints annotation file")
-    try:
-        keypoints = np.asarray(ann["keypoints"], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{where}: 'keypoints' is not a list of numbers") from None
-    if keypoints.ndim != 1 or keypoints.size != 3 * num_joints:
+    values = ann["keypoints"]
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for v in values):
+        raise DatasetError(f"{where}: 'keypoints' is not a list of numbers")
+    keypoints = np.asarray(values, dtype=np.float64)
+    if keypoints.size != 3 * num_joints:
         raise DatasetError(f"{where}: 'keypoints' has {keypoints.size} values, expected 3 x {num_joints} joints")
     if not np.isfinite(keypoints).all():
         raise DatasetError(f"{where}: 'keypoints' contains NaN or infinity")
-    return keypoints.reshape(num_joints, 3)
+    if (keypoints < 0).any():
+        raise DatasetError(f"{where}: 'keypoints' contains negative values (COCO uses x, y >= 0, v in 0, 1, 2)")
+    keypoints = keypoints.reshape(num_joints, 3)
+    if not np.isin(keypoints[:, 2], (0, 1, 2)).all():
+        raise DatasetError(f"{where}: keypoint visibility must be 0, 1 or 2, got {sorted(set(keypoints[:, 2]))}")
+    return keypoints
+
+
+def _check_annotation(ann: Any, path: Path, images: Mapping[int, Any], categories: set[int],
+                      num_joints: int) -> np.ndarray:
+    """Everything training and both COCO scorers read from one annotation; returns its keypoints."""
+    if not isinstance(ann, Mapping):
+        raise DatasetError(f"{path}: an entry of 'annotations' is a {type(ann).__name__}, not an object")
+    where = _where(path, ann)
+    if not _is_int(ann.get("id")):
+        raise DatasetError(f"{where}: 'id' must be an integer, got {ann.get('id')!r}")
+    if not _is_int(ann.get("image_id")) or ann["image_id"] not in images:
+        raise DatasetError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+    if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
+        raise DatasetError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
+    if ann.get("category_id") != PERSON_CATEGORY:
+        raise DatasetError(f"{where}: category_id {ann['category_id']}; hhrnet scores category "
+                           f"{PERSON_CATEGORY} (person) only")
+    keypoints = _annotation_keypoints(ann, num_joints, where)
+    if ann.get("iscrowd") not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
+        raise DatasetError(f"{where}: 'iscrowd' must be 0 or 1, got {ann.get('iscrowd')!r}")
+    visible = int(np.count_nonzero(keypoints[:, 2] > 0))
+    if not _is_int(ann.get("num_keypoints")) or ann["num_keypoints"] != visible:
+        raise DatasetError(f"{where}: 'num_keypoints' is {ann.get('num_keypoints')!r} but {visible} keypoints are labelled")
+    if not _is_number(ann.get("area")) or ann["area"] < 0:
+        raise DatasetError(f"{where}: 'area' must be a number >= 0, got {ann.get('area')!r}")
+    box = ann.get("bbox")
+    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box) or min(box[2:]) < 0:
+        raise DatasetError(f"{where}: 'bbox' must be [x, y, w, h] with w, h >= 0, got {box!r}")
+    return keypoints
+
+
+def _image_index(images: list, path: Path) -> dict[int, Mapping[str, Any]]:
+    index: dict[int, Mapping[str, Any]] = {}
+    for img in images:
+        if not isinstance(img, Mapping):
+            raise DatasetError(f"{path}: an entry of 'images' is a {type(img).__name__}, not an object")
+        missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
+        if missing:
+            raise DatasetError(f"{path}: image entry {img.get('id', '?')} lacks {', '.join(missing)}")
+        if not _is_int(img["id"]):
+            raise DatasetError(f"{path}: image id {img['id']!r} is not an integer")
+        if not isinstance(img["file_name"], str) or not img["file_name"]:
+            raise DatasetError(f"{path}: image {img['id']}: 'file_name' must be a non-empty string")
+        if not all(_is_int(img[k]) and img[k] > 0 for k in ("height", "width")):
+            raise DatasetError(f"{path}: image {img['id']}: height and width must be positive integers, "
+                               f"got {img['height']!r} x {img['width']!r}")
+        if img["id"] in index:
+            raise DatasetError(f"{path}: image id {img['id']} appears twice in 'images'")
+        index[int(img["id"])] = img
+    return index
+
+
+def load_coco(annotation_file: str | Path, num_joints: int = 17) -> tuple[Mapping[str, Any], dict[int, list]]:
+    """Read and check a COCO keypoints file: the one validation path of train, evaluate, study and book.
+
+    Returns the parsed file and, per image id, its ``(annotation, keypoints (K, 3))`` pairs.  Missing
+    sections, zero images or zero annotated people, malformed or duplicate entries, wrong keypoint
+    lengths, non-finite or negative values and unknown image or category ids raise one ``DatasetError``
+    naming the file (and the annotation id where there is one).
+    """
+    path = Path(annotation_file)
+    coco = _read_json(path)
+    images = _image_index(coco["images"], path)
+    if not images:
+        raise DatasetError(f"{path}: 'images' is empty; nothing to train or evaluate on")
+    categories = {c.get("id") for c in coco["categories"] if isinstance(c, Mapping) and _is_int(c.get("id"))}
+    by_image: dict[int, list[tuple[Mapping[str, Any], np.ndarray]]] = {i: [] for i in images}
+    seen: set[int] = set()
+    for ann in coco["annotations"]:
+        keypoints = _check_annotation(ann, path, images, categories, num_joints)
+        if ann["id"] in seen:
+            raise DatasetError(f"{_where(path, ann)}: annotation id appears twice")
+        seen.add(ann["id"])
+        ann = dict(ann, num_keypoints=int(ann.get("num_keypoints", np.count_nonzero(keypoints[:, 2] > 0))))
+        by_image[ann["image_id"]].append((ann, keypoints))
+    if not any(not a.get("iscrowd", 0) and a["num_keypoints"] > 0 for anns in by_image.values() for a, _ in anns):
+        raise DatasetError(f"{path}: no annotated person (no non-crowd annotation with labelled keypoints)")
+    return coco, by_image
+
+
+def validate_ground_truth(annotation_file: str | Path, image_dir: str | Path, num_joints: int = 17) -> Mapping[str, Any]:
+    """``load_coco`` plus: every image file of the split exists.  Returns the parsed file."""
+    coco, by_image = load_coco(annotation_file, num_joints)
+    images = {img["id"]: img for img in coco["images"]}
+    missing = [i for i in images if not (Path(image_dir) / images[i]["file_name"]).is_file()]
+    if missing:
+        first = images[missing[0]]
+        ann_ids = [a.get("id", "?") for a, _ in by_image[missing[0]]][:5]
+        raise DatasetError(f"{annotation_file}: {len(missing)} image file(s) missing, first "
+                           f"{Path(image_dir) / first['file_name']} (image {first['id']}, annotations {ann_ids})")
+    return coco
 
 
 def _person_sigma(ann: Mapping[str, Any], data: DataConfig, base_size: int, where: str) -> float:
@@ -127,16 +238,6 @@ def _where(annotation_file: Path, ann: Mapping[str, Any]) -> str:
     return f"{annotation_file}: annotation {ann.get('id', '?')}"
 
 
-def _image_index(images: list, path: Path) -> dict[int, Mapping[str, Any]]:
-    index = {}
-    for img in images:
-        missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
-        if missing:
-            raise DatasetError(f"{path}: image entry {img.get('id', '?')} lacks {', '.join(missing)}")
-        index[int(img["id"])] = img
-    return index
-
-
 def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: DataConfig,
                  base_size: int, train: bool) -> list[ImageRecord]:
     """Validate the whole file and build one ``ImageRecord`` per used image, in file order.
@@ -145,16 +246,8 @@ def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: 
     they teach "no person here" outside the crowd); evaluation keeps every image.  Missing image files
     are reported here, for all used images, rather than when a worker reaches them.
     """
-    coco = _read_json(annotation_file)
-    images = _image_index(coco["images"], annotation_file)
-    by_image: dict[int, list[tuple[Mapping[str, Any], np.ndarray]]] = {i: [] for i in images}
-    for ann in coco["annotations"]:
-        where = _where(annotation_file, ann)
-        if ann.get("image_id") not in images:
-            raise DatasetError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-        keypoints = _annotation_keypoints(ann, num_joints, where)
-        ann = dict(ann, num_keypoints=int(ann.get("num_keypoints", np.count_nonzero(keypoints[:, 2] > 0))))
-        by_image[ann["image_id"]].append((ann, keypoints))
+    coco, by_image = load_coco(annotation_file, num_joints)
+    images = {int(img["id"]): img for img in coco["images"]}
 
     records = []
     for image_id in images:
@@ -189,25 +282,11 @@ def _check_files_exist(records: list[ImageRecord], by_image: Mapping[int, list])
 
 
 def read_rgb_image(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """8-bit RGB ``(H, W, 3)`` from any image cv2 reads (gray, RGBA and 16-bit included).
-
-    ``IMREAD_COLOR`` makes 3 channels and 8 bits; EXIF orientation is ignored as in the official code
-    (COCO coordinates refer to the stored pixels).  A truncated JPEG (no end marker) is an error, not
-    a half-grey image; so is a size different from the annotation file's.
-    """
+    """8-bit RGB ``(H, W, 3)`` (``hhrnet.io.read_image``); a bad file is a ``DatasetError`` naming it."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        raise DatasetError(f"{path}: cannot read image ({err})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise DatasetError(f"{path}: not a readable image (corrupt or unsupported format)")
-    if data[:2].tobytes() == b"\xff\xd8" and data.tobytes().rfind(b"\xff\xd9") < 0:
-        raise DatasetError(f"{path}: truncated JPEG (no end-of-image marker)")
-    if expected_hw is not None and image.shape[:2] != tuple(expected_hw):
-        raise DatasetError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (HxW) but the annotation file "
-                           f"says {expected_hw[0]}x{expected_hw[1]}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return read_image(path, expected_hw)
+    except ImageReadError as err:
+        raise DatasetError(str(err)) from None
 
 
 class CocoKeypoints(Dataset):

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from hhrnet.data.synthetic.annotate import annotate_scene, coco_categories
 from hhrnet.data.synthetic.config import FORMAT_VERSION, SPLITS, SyntheticConfig
 from hhrnet.data.synthetic.render import render_scene
 from hhrnet.data.synthetic.sampler import sample_scene
+from hhrnet.io import atomic_write
 
 _SPLIT_ID_OFFSET = {"train": 0, "val": 100_000_000}  # disjoint image ids, as in COCO train/val
 
@@ -48,21 +48,8 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index]))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename, so a crash never leaves a truncated file in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, json.dumps(obj, separators=(",", ":")).encode())
+    atomic_write(path, json.dumps(obj, separators=(",", ":")).encode())
 
 
 def _encode_image(image_rgb: np.ndarray, image_format: str, cfg: SyntheticConfig) -> bytes:
@@ -96,7 +83,7 @@ def _make_example(job: _Job) -> tuple[dict, list[dict]]:
     """Sample, render, write one image; return its COCO image record and annotations (ids added later)."""
     scene = sample_scene(image_rng(job.seed, job.split, job.index), job.size, job.size, job.cfg)
     render = render_scene(scene)
-    _atomic_write(job.images_dir / job.file_name, _encode_image(render.image, job.image_format, job.cfg))
+    atomic_write(job.images_dir / job.file_name, _encode_image(render.image, job.image_format, job.cfg))
     record = {"id": job.image_id, "file_name": job.file_name, "width": job.size, "height": job.size}
     return record, annotate_scene(scene, render, job.cfg.min_visible_keypoints)
 

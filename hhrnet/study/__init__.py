@@ -1,0 +1,26 @@
+"""The study driver: expand ``experiments/rows.yaml`` for a profile and run what is missing or stale.
+
+A *training* run executes ``experiments/train.ipynb`` and leaves a checkpoint in the cache; an
+*evaluation* run executes ``experiments/evaluate.ipynb`` on that checkpoint (or on published weights).
+Both write ``experiments/results/<profile>/<run>/`` (``metrics.json``, the executed notebook, figures).
+
+* ``spec``: rows.yaml as typed dataclasses, checked on load;
+* ``plan``: ``Study``, from the definition to configurations and runs;
+* ``runner``: stamps, locks, papermill, publishing a finished run;
+* ``notebook``: what the notebooks call (``train_for_study``, ``evaluate_for_study``, ``write_metrics``);
+* ``results``: ``gather``, ``summary_rows`` and the verdicts of the ablation families.
+
+``python -m hhrnet study --profile P`` (parsed in ``hhrnet.cli``) runs it.
+"""
+
+from .errors import RunFailed, SpecError, StudyError, StudyLocked
+from .notebook import config_from_yaml, evaluate_for_study, model_size, train_for_study, write_metrics
+from .plan import Run, Study
+from .results import METRIC_KEYS, NOISE_TOLERANCE, Expectation, family_verdicts, gather, summary_rows, verdict
+from .runner import code_version, execute, generate_synthetic, run_stamp, run_status, run_study
+from .spec import StudySpec, load_spec
+
+__all__ = ["METRIC_KEYS", "NOISE_TOLERANCE", "Expectation", "Run", "RunFailed", "SpecError", "Study", "StudyError",
+           "StudyLocked", "StudySpec", "code_version", "config_from_yaml", "evaluate_for_study", "execute",
+           "family_verdicts", "gather", "generate_synthetic", "load_spec", "model_size", "run_stamp", "run_status",
+           "run_study", "summary_rows", "train_for_study", "verdict", "write_metrics"]

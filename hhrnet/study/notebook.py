@@ -1,0 +1,89 @@
+"""What the study's notebooks call: one training, one evaluation, each ending in an atomic ``metrics.json``."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, to_dict
+from ..io import atomic_write_json
+from .errors import StudyError
+from .runner import generate_synthetic
+
+
+def config_from_yaml(config_yaml: str) -> Config:
+    from ..config import from_dict
+
+    return from_dict(yaml.safe_load(config_yaml))
+
+
+def write_metrics(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
+    """``metrics.json`` written last and atomically: its presence (with a stamp) means the run finished."""
+    return atomic_write_json(Path(out_dir) / "metrics.json", _plain(metrics))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready values: numpy and torch scalars become floats, NaN becomes null."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def model_size(cfg: Config) -> dict[str, Any]:
+    from ..model import HigherHRNet, count_flops, count_parameters
+
+    model = HigherHRNet(cfg.model)
+    return {"parameters": count_parameters(model),
+            "gflops": count_flops(model, (cfg.input_size, cfg.input_size)) / 1e9}
+
+
+def train_for_study(cfg: Config, checkpoint_dir: str | Path, synthetic: dict[str, Any] | None) -> dict[str, Any]:
+    """Generate the data if needed, train (resuming an interrupted run), and summarise the training."""
+    from ..engine import CHECKPOINT, ResumeMismatchError, read_metrics, train
+
+    if synthetic is not None:
+        generate_synthetic(cfg.train.data_root, synthetic)
+    checkpoint_dir = Path(checkpoint_dir)
+    resume = (checkpoint_dir / CHECKPOINT).exists()
+    start = time.perf_counter()
+    try:  # the cache is the study's own: a run without a checkpoint is replaced
+        train(cfg, checkpoint_dir, resume=resume, overwrite=not resume, progress=False)
+    except ResumeMismatchError:  # a stale checkpoint of another config
+        train(cfg, checkpoint_dir, resume=False, overwrite=True, progress=False)
+    seconds = time.perf_counter() - start
+    log = read_metrics(checkpoint_dir)
+    rates = [r["images_per_s"] for r in log if "images_per_s" in r]
+    return {**model_size(cfg), "train_seconds": seconds, "iterations": log[-1]["iter"] if log else 0,
+            "train_images_per_s": statistics.median(rates) if rates else None,
+            "final_loss": log[-1]["total"] if log else None, "seed": cfg.train.seed, "log": log}
+
+
+def evaluate_for_study(cfg: Config, checkpoint: str | Path, out_dir: str | Path,
+                       published: bool = False) -> tuple[dict[str, Any], Any]:
+    """COCO AP of a checkpoint on the validation split, with the test settings of ``cfg``.
+
+    A study training's checkpoint must hold the network of ``cfg``.  ``published`` weights (an
+    evaluation with ``checkpoint:``) bring their own network; ``cfg`` gives the data and test settings.
+    """
+    from ..checkpoints import load_model
+    from ..inference import Predictor, evaluate_dataset
+
+    model, trained = load_model(checkpoint, cfg if published else None)
+    if trained.model != cfg.model:
+        if not published:
+            raise StudyError(f"{checkpoint}: trained network differs from the evaluation's config; re-run its training")
+        cfg = cfg.override(**{"model." + k: v for k, v in to_dict(trained.model).items()},
+                           input_size=trained.input_size)
+    predictor = Predictor(model, cfg, cfg.test)
+    metrics = evaluate_dataset(predictor, root=cfg.train.data_root, split=cfg.train.val_split, out_dir=out_dir,
+                               progress=False)
+    return metrics, predictor

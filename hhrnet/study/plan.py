@@ -1,0 +1,169 @@
+"""From the study definition to configurations and runs: ``Study`` (a checked ``rows.yaml`` and its folder)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, ConfigError, preset, to_dict
+from .errors import StudyError
+from .spec import CocoData, EvaluationSpec, ProfileSpec, StudySpec, TrainingSpec, checkpoint_preset, load_spec
+
+
+@dataclass(frozen=True)
+class Run:
+    """One notebook execution: a training or an evaluation, for one seed."""
+
+    name: str                     # e.g. "train/w32_512/seed0" or "eval/w32_512_ms/seed0"
+    kind: str                     # "train" | "evaluate"
+    parameters: dict[str, Any]    # papermill parameters (plain values only)
+    needs: tuple[str, ...] = ()   # runs whose checkpoint this one reads
+
+    @property
+    def notebook(self) -> str:
+        return f"{self.kind}.ipynb"
+
+
+class Study:
+    """``rows.yaml`` read and checked (``definition``), with the experiments folder it lives in."""
+
+    def __init__(self, root: Path, definition: StudySpec) -> None:
+        self.root, self.definition = root, definition
+        self.cache = Path(os.environ.get("HHRNET_CACHE", root / "cache"))
+
+    @classmethod
+    def load(cls, experiments_dir: str | Path = "experiments") -> "Study":
+        root = Path(experiments_dir).resolve()
+        return cls(root, load_spec(root / "rows.yaml"))
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The parsed YAML, as the book reads it (``spec["families"][name]["title"]``)."""
+        return self.definition.raw  # type: ignore[return-value]
+
+    def profile_spec(self, name: str) -> ProfileSpec:
+        if name not in self.definition.profiles:
+            raise StudyError(f"unknown profile {name!r}; choose one of {', '.join(self.definition.profiles)}")
+        return self.definition.profiles[name]
+
+    def profile(self, name: str) -> dict[str, Any]:
+        self.profile_spec(name)
+        return self.spec["profiles"][name]
+
+    def results_dir(self, profile: str) -> Path:
+        return self.root / "results" / profile
+
+    def trainings(self, profile: str) -> dict[str, TrainingSpec]:
+        """The trainings of a profile (those restricted by ``profiles:`` to others are left out)."""
+        return {n: t for n, t in self.definition.trainings.items() if t.profiles is None or profile in t.profiles}
+
+    def evaluations(self, profile: str) -> dict[str, EvaluationSpec]:
+        trainings = self.trainings(profile)
+        return {n: e for n, e in self.definition.evaluations.items()
+                if e.runs_in(profile) and (e.training is None or e.training in trainings)}
+
+    # ----------------------------------------------------------------------------------------------
+    # From rows.yaml to configurations
+
+    def training_config(self, training: str, profile: str, seed: int = 0) -> Config:
+        """The configuration of a training in a profile: preset → row changes → profile scaling."""
+        if training not in self.definition.trainings:
+            raise StudyError(f"unknown training {training!r}")
+        spec, prof = self.definition.trainings[training], self.profile_spec(profile)
+        base = preset(spec.preset)
+        cfg = base.override(**spec.changes)
+        width = max(1, round(base.model.width * prof.width))
+        size = self.input_size(cfg.input_size, profile)
+        scaled = {"name": f"{training}@{profile}", "model.width": width, "input_size": size,
+                  "train.seed": seed, **prof.changes, **self._data_overrides(profile)}
+        try:
+            return cfg.override(**scaled)
+        except ConfigError as err:
+            raise StudyError(f"training {training!r} in profile {profile!r}: {err}") from None
+
+    def evaluation_config(self, evaluation: str, profile: str, seed: int = 0) -> Config:
+        if evaluation not in self.definition.evaluations:
+            raise StudyError(f"unknown evaluation {evaluation!r}")
+        ev = self.definition.evaluations[evaluation]
+        try:
+            if ev.training is not None:
+                return self.training_config(ev.training, profile, seed).override(**ev.test)
+            # published weights: the full-size preset, the profile's data, the evaluation's test settings
+            return preset(checkpoint_preset(ev)).override(name=evaluation, **self._data_overrides(profile), **ev.test)
+        except ConfigError as err:
+            raise StudyError(f"evaluation {evaluation!r} in profile {profile!r}: {err}") from None
+
+    def input_size(self, published: int, profile: str) -> int:
+        """A published input size in a profile: its ``input_sizes`` entry, or the size itself."""
+        sizes = self.profile_spec(profile).input_sizes
+        if sizes is None:
+            return published
+        if published not in sizes:
+            raise StudyError(f"profile {profile!r}: input_sizes has no entry for the published size {published}")
+        return sizes[published]
+
+    def _data_overrides(self, profile: str) -> dict[str, Any]:
+        data = self.data_spec(profile)
+        return {f"train.{k}": data[k] for k in ("data_root", "train_split", "val_split")}
+
+    def data_spec(self, profile: str) -> dict[str, Any]:
+        """Where a profile's data lives: the synthetic set (generated on demand) or COCO at a path."""
+        data = self.profile_spec(profile).data
+        if isinstance(data, CocoData):
+            return {"data_root": data.root, "train_split": data.train_split, "val_split": data.val_split}
+        syn = {k: v for k, v in asdict(data).items() if k != "scene" or v}
+        scene = hashlib.sha1(json.dumps(dict(data.scene), sort_keys=True).encode()).hexdigest()[:8]
+        root = self.cache / "data" / f"synthetic_{data.size}_{data.train}_{data.val}_seed{data.seed}_{scene}"
+        return {"data_root": str(root), "train_split": "train", "val_split": "val", "synthetic": syn}
+
+    def seeds_for(self, training: str, profile: str) -> list[int]:
+        """Every training of a profile runs with all its seeds, so each family compares like with like."""
+        return list(self.profile_spec(profile).seeds)
+
+    def eval_seeds(self, evaluation: str, profile: str) -> list[int]:
+        ev = self.definition.evaluations[evaluation]
+        return self.seeds_for(ev.training, profile) if ev.training else [self.profile_spec(profile).seeds[0]]
+
+    def checkpoint_dir(self, training: str, profile: str, seed: int) -> Path:
+        return self.cache / "runs" / profile / training / f"seed{seed}"
+
+    def resolve_checkpoint(self, checkpoint: str) -> str:
+        """A ``checkpoint:`` entry: a path (relative to the experiments folder) or a published name."""
+        path = Path(checkpoint).expanduser()
+        if not path.is_absolute() and (self.root / path).exists():
+            return str(self.root / path)
+        return str(path) if path.exists() else checkpoint  # a name: hhrnet.checkpoints resolves it
+
+    def runs(self, profile: str) -> list[Run]:
+        """Every run of a profile, trainings before the evaluations that read them."""
+        trainings, evaluations = [], []
+        synthetic = json.dumps(self.data_spec(profile).get("synthetic"))
+        for name in self.trainings(profile):
+            for seed in self.seeds_for(name, profile):
+                cfg = self.training_config(name, profile, seed)
+                trainings.append(Run(f"train/{name}/seed{seed}", "train", {
+                    "config_yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False),
+                    "checkpoint_dir": str(self.checkpoint_dir(name, profile, seed)),
+                    "synthetic_json": synthetic,
+                }))
+        for name, ev in self.evaluations(profile).items():
+            for seed in self.eval_seeds(name, profile):
+                cfg = self.evaluation_config(name, profile, seed)
+                if ev.training is not None:
+                    checkpoint = str(self.checkpoint_dir(ev.training, profile, seed) / "last.pth")
+                    metrics = str(self.results_dir(profile) / "train" / ev.training / f"seed{seed}" / "metrics.json")
+                    needs: tuple[str, ...] = (f"train/{ev.training}/seed{seed}",)
+                else:
+                    checkpoint, metrics, needs = self.resolve_checkpoint(ev.checkpoint or ""), "", ()
+                parameters = {"config_yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False),
+                              "checkpoint": checkpoint, "training_metrics": metrics, "evaluation": name}
+                if ev.checkpoint is not None:
+                    parameters["published"] = True
+                evaluations.append(Run(f"eval/{name}/seed{seed}", "evaluate", parameters, needs=needs))
+        return trainings + evaluations

@@ -1,0 +1,222 @@
+"""From finished runs to the study's table and verdicts: ``gather``, ``summary_rows``, ``family_verdicts``.
+
+``gather`` publishes only results that are readable and stamped by the driver; every file it leaves
+out is named (in the log and in ``summary.json``), so a failed or hand-edited run never enters the
+table silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..io import atomic_write, atomic_write_json
+from .errors import StudyError
+
+if TYPE_CHECKING:
+    from .plan import Study
+
+METRIC_KEYS = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50")
+
+
+def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(metrics, None)`` for a readable, stamped ``metrics.json``; ``(None, reason)`` otherwise."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return None, f"unreadable ({str(err).splitlines()[0]})"
+    if not isinstance(metrics, dict):
+        return None, "not a JSON object"
+    if not metrics.get("stamp"):
+        return None, "not stamped by the study driver (an interrupted or hand-made result)"
+    bad = [k for k in METRIC_KEYS if k in metrics and not isinstance(metrics[k], (int, float))]
+    if bad:
+        return None, f"non-numeric {', '.join(bad)}"
+    return metrics, None
+
+
+def gather(study: "Study", profile: str, log: Callable[[str], Any] = print) -> Path:
+    """``summary.csv`` / ``summary.json``: one row per evaluation (mean ± std over seeds)."""
+    results = study.results_dir(profile)
+    rows, skipped = [], []
+    for name, ev in study.evaluations(profile).items():
+        per_seed = []
+        for seed in study.eval_seeds(name, profile):
+            path = results / "eval" / name / f"seed{seed}" / "metrics.json"
+            metrics, reason = read_result(path)
+            if metrics is not None:
+                per_seed.append(metrics)
+            elif reason != "missing":
+                skipped.append({"file": str(path.relative_to(study.root)), "reason": reason})
+                log(f"gather: skipped {path}: {reason}")
+        if not per_seed:
+            continue
+        row: dict[str, Any] = {"evaluation": name, "training": ev.training or ev.checkpoint, "seeds": len(per_seed)}
+        for key in METRIC_KEYS:
+            values = [m[key] for m in per_seed if key in m]
+            row[key] = statistics.fmean(values) if values else None
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        first = per_seed[0]
+        for key in ("parameters", "gflops", "train_seconds", "train_images_per_s", "seconds_per_image"):
+            row[key] = first.get(key)
+        rows.append(row)
+    summary = {"profile": profile, "rows": rows, "families": family_intervals(study, profile, log)}
+    if skipped:
+        summary["skipped"] = skipped
+    atomic_write_json(results / "summary.json", summary)
+    target = results / "summary.csv"
+    if rows:
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(target, text.getvalue())
+    return target
+
+
+def summary_rows(study: "Study", profile: str) -> dict[str, dict[str, Any]]:
+    """The gathered ``summary.json`` of a profile, by evaluation name (empty before any run)."""
+    path = study.results_dir(profile) / "summary.json"
+    if not path.exists():
+        return {}
+    try:
+        return {r["evaluation"]: r for r in json.loads(path.read_text(encoding="utf-8"))["rows"]}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise StudyError(f"{path}: not a study summary ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                         f"re-create it with python -m hhrnet study --profile {profile}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims -> verdicts (the ablations page and the study's closing table)
+
+NOISE_TOLERANCE = 0.005  # half an AP point: a smaller difference is noise even with a single seed
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One comparison a claim implies: ``a > b`` (higher AP), ``a ≥ b`` (not lower beyond noise), ``a ≈ b``."""
+
+    a: str
+    op: str
+    b: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Expectation":
+        parts = text.split()
+        if len(parts) != 3 or parts[1] not in (">", "≥", "≈"):
+            raise ValueError(f"expectation {text!r} is not 'evaluation >|≥|≈ evaluation'")
+        return cls(*parts)
+
+    def check(self, rows: dict[str, dict[str, Any]], tolerance: float = NOISE_TOLERANCE) -> dict[str, Any]:
+        """The measured AP difference, whether it holds, and whether it is within noise.
+
+        Noise is the larger of ``tolerance`` and twice the seeds' standard deviation of either row.
+        """
+        ra, rb = rows.get(self.a), rows.get(self.b)
+        text = f"{self.a} {self.op} {self.b}"
+        if not ra or not rb or ra.get("AP") is None or rb.get("AP") is None:
+            return {"comparison": text, "ΔAP": None, "holds": None, "within noise": None, "both zero": None}
+        diff = ra["AP"] - rb["AP"]
+        noise = max(tolerance, 2 * max(ra.get("AP_std") or 0, rb.get("AP_std") or 0))
+        holds = {">": diff > 0, "≥": diff > -noise, "≈": abs(diff) <= noise}[self.op]
+        return {"comparison": text, "ΔAP": round(100 * diff, 2), "holds": bool(holds),
+                "within noise": abs(diff) <= noise, "both zero": ra["AP"] == 0 and rb["AP"] == 0}
+
+
+def verdict(checks: list[dict[str, Any]]) -> str:
+    """A family's verdict from its checked expectations (see the ablations chapter for the rules)."""
+    measured = [c for c in checks if c["holds"] is not None]
+    if not measured:
+        return "not measured in this profile"
+    if all(c["both zero"] for c in measured):
+        return "inconclusive: AP is zero for every row (the networks are not trained enough to find people)"
+    ops = [c["comparison"].split()[1] for c in measured]
+    if ">" in ops and all(c["within noise"] for c in measured):
+        return "inconclusive: every difference is within noise"  # "≥"/"≈" alone are met by noise
+    held = sum(c["holds"] for c in measured)
+    noisy = sum(c["within noise"] for c, op in zip(measured, ops) if op != "≈")
+    note = f" ({noisy} of {len(measured)} differences within noise)" if noisy else ""
+    if held == len(measured):
+        return "reproduces in direction" + note
+    return ("partly reproduces" if held else "does not reproduce at this scale") + note
+
+
+def family_verdicts(study: "Study", profile: str) -> dict[str, tuple[list[dict[str, Any]], str]]:
+    """``{family: (checked expectations, verdict)}`` for every family of ``rows.yaml``."""
+    rows = summary_rows(study, profile)
+    result = {}
+    for name, family in study.definition.families.items():
+        checks = [e.check(rows) for e in family.expect]
+        result[name] = (checks, verdict(checks))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims -> intervals: paired bootstrap over validation images and seeds (``hhrnet.stats``)
+
+
+def expectation_outcome(op: str, low: float, high: float, margin: float = NOISE_TOLERANCE) -> str:
+    """``holds``, ``contradicted`` or ``undecided``: what a 95% interval of Δ = a − b says of ``a op b``.
+
+    ``>`` holds when the interval lies above 0; ``≥`` (not lower beyond noise) when it lies above
+    −margin; ``≈`` when it lies inside ±margin.  ``>``/``≥`` are contradicted when it lies below 0,
+    ``≈`` when it excludes 0.
+    """
+    if op == ">":
+        return "holds" if low > 0 else "contradicted" if high < 0 else "undecided"
+    if op == "≥":
+        return "holds" if low > -margin else "contradicted" if high < 0 else "undecided"
+    return "holds" if -margin < low and high < margin else "contradicted" if low > 0 or high < 0 else "undecided"
+
+
+def family_outcome(outcomes: list[str]) -> str:
+    """A family's verdict from its comparisons' outcomes ('not measured' when none has intervals)."""
+    if not outcomes:
+        return "not measured in this profile"
+    if all(o == "holds" for o in outcomes):
+        return "reproduces: every comparison decided by its 95% interval"
+    if all(o == "contradicted" for o in outcomes):
+        return "contradicted: every comparison decided against the claim"
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("holds", "contradicted", "undecided") if o in outcomes)
+    return f"mixed: {counts}"
+
+
+def family_intervals(study: "Study", profile: str, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Per family, each expectation's ΔAP with its paired 95% interval, where every seed has ``matches.npz``."""
+    from ..evaluation import MATCHES
+    from ..stats import MatchTable, paired_bootstrap
+
+    results = study.results_dir(profile)
+    evaluations = study.evaluations(profile)
+
+    def tables(name: str) -> list[MatchTable] | None:
+        if name not in evaluations:
+            return None
+        paths = [results / "eval" / name / f"seed{seed}" / MATCHES for seed in study.eval_seeds(name, profile)]
+        return [MatchTable.load(p) for p in paths] if paths and all(p.exists() for p in paths) else None
+
+    families = {}
+    for name, family in study.definition.families.items():
+        checks = []
+        for e in family.expect:
+            a, b = tables(e.a), tables(e.b)
+            if a is None or b is None:
+                continue
+            try:
+                c = paired_bootstrap(a, b, margin=NOISE_TOLERANCE)
+            except ValueError as err:  # e.g. rows evaluated on different images
+                log(f"gather: no interval for {e.a} {e.op} {e.b}: {err}")
+                continue
+            checks.append({"comparison": f"{e.a} {e.op} {e.b}", "delta": c.delta, "low": c.low, "high": c.high,
+                           "p_le_0": c.p_le_0, "seeds": list(c.seeds), "images": c.images,
+                           "outcome": expectation_outcome(e.op, c.low, c.high)})
+        families[name] = {"checks": checks, "verdict": family_outcome([c["outcome"] for c in checks])}
+    return families
+

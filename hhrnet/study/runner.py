@@ -1,0 +1,222 @@
+"""Running the study: stamps, locks, papermill, and what a finished run leaves behind.
+
+A run executes its notebook into a staging folder (``results/<profile>/.staging/<run>``) and is moved
+to ``results/<profile>/<run>`` only when the notebook succeeded and wrote a stamped ``metrics.json``;
+a failed run leaves no result (its notebook is kept in ``<run>.failed`` for reading).  A run is
+skipped when its ``metrics.json`` carries the same *stamp*: a hash of its parameters, its notebook and
+the ``hhrnet`` sources.  Each run is locked while it executes, so two study processes on one results
+folder never train the same network at once: the second waits, saying which process holds the run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ..io import remove_stale_temps
+from .errors import RunFailed, StudyError, StudyLocked
+from .plan import Run, Study
+from .results import gather, read_result
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def code_version(package_dir: Path | None = None) -> str:
+    """Hash of the hhrnet sources: results computed by other code are stale."""
+    package_dir = package_dir or PACKAGE_DIR
+    h = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        h.update(path.relative_to(package_dir).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_stamp(study: Study, run: Run, code: str) -> str:
+    h = hashlib.sha256(json.dumps(run.parameters, sort_keys=True).encode())
+    h.update((study.root / run.notebook).read_bytes())
+    h.update(code.encode())
+    return h.hexdigest()[:16]
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_status(study: Study, profile: str, run: Run, code: str) -> str:
+    """``done`` (same stamp), ``stale`` (parameters, notebook or code changed, or unreadable) or ``missing``."""
+    path = study.results_dir(profile) / run.name / "metrics.json"
+    if not path.exists():
+        return "missing"
+    metrics, _ = read_result(path)
+    return "done" if metrics is not None and metrics["stamp"] == run_stamp(study, run, code) else "stale"
+
+
+# --------------------------------------------------------------------------------------------------
+# Locks: one file per run under results/<profile>/.locks, held with flock (released when a process dies)
+
+
+@contextmanager
+def run_lock(study: Study, profile: str, run: Run, wait: bool = True,
+             log: Callable[[str], Any] = print, poll: float = 5.0) -> Iterator[None]:
+    """Hold the lock of ``run``; a second process waits (``wait``) or raises ``StudyLocked`` naming the holder."""
+    folder = study.results_dir(profile) / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (run.name.replace("/", "__") + ".lock")
+    with open(path, "a+") as f:
+        announced = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                if not wait:
+                    raise StudyLocked(f"{run.name} is being run by {holder} (lock {path})") from None
+                if not announced:
+                    log(f"{run.name}: waiting for {holder} (lock {path})")
+                    announced = True
+                time.sleep(poll)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                f"{' '.join(sys.argv)}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+def select_runs(runs: list[Run], only: Iterable[str] | None) -> list[Run]:
+    """Runs whose name contains one of ``only`` (their trainings come along); all without ``only``."""
+    if not only:
+        return runs
+    wanted = {r.name for r in runs if any(o in r.name for o in only)}
+    wanted |= {n for r in runs if r.name in wanted for n in r.needs}
+    return [r for r in runs if r.name in wanted]
+
+
+def run_study(experiments_dir: str | Path, profile: str, only: Iterable[str] | None = None, force: bool = False,
+              missing_only: bool = False, log: Callable[[str], Any] = print, wait: bool = True) -> Path:
+    """Execute every missing or stale run of ``profile`` in order; gather the summary table.
+
+    ``only`` keeps runs whose name contains one of the given strings (their trainings come along).
+    ``missing_only`` leaves stale results in place (rendering a committed study without re-running it).
+    A failing notebook stops the study with the run and cell; finished results stay intact.
+    """
+    study = Study.load(experiments_dir)
+    study.profile_spec(profile)
+    code = code_version()
+    runs = select_runs(study.runs(profile), only)
+    if only and not runs:
+        raise StudyError(f"--only {' '.join(only)}: no run of profile {profile!r} matches")
+    by_name = {r.name: r for r in runs}
+    status = {r.name: ("forced" if force else run_status(study, profile, r, code)) for r in runs}
+
+    def wanted(name: str) -> bool:
+        s = status[name]
+        return s == "missing" or (s in ("stale", "forced") and not missing_only)
+
+    todo = {r.name for r in runs if wanted(r.name)}
+    for r in runs:  # an evaluation to run needs its training's checkpoint; re-train when the cache lacks it
+        if r.name in todo:
+            todo |= {n for n in r.needs if not Path(by_name[n].parameters["checkpoint_dir"], "last.pth").exists()}
+    log(f"study {profile}: {len(runs)} runs, {len(todo)} to run "
+        f"({sum(s == 'done' for s in status.values())} done, {sum(s == 'stale' for s in status.values())} stale)")
+    if todo:
+        ensure_data(study, profile, log)
+    for i, run in enumerate(r for r in runs if r.name in todo):
+        with run_lock(study, profile, run, wait=wait, log=log):
+            if not force and run_status(study, profile, run, code) == "done":  # another process just ran it
+                log(f"[{i + 1}/{len(todo)}] {run.name}: done by another process")
+                continue
+            start = time.perf_counter()
+            execute(study, profile, run, code)
+        log(f"[{i + 1}/{len(todo)}] {run.name}: {time.perf_counter() - start:.0f} s")
+    return gather(study, profile, log=log)
+
+
+def ensure_data(study: Study, profile: str, log: Callable[[str], Any] = print) -> None:
+    syn = study.data_spec(profile).get("synthetic")
+    if syn is None:
+        return
+    root = Path(study.data_spec(profile)["data_root"])
+    start = time.perf_counter()
+    generate_synthetic(root, syn)
+    log(f"data: {root} ready ({time.perf_counter() - start:.1f} s)")
+
+
+def generate_synthetic(root: str | Path, syn: dict[str, Any]) -> None:
+    """Generate (or find cached) a profile's synthetic set: sizes and seed, plus ``scene`` knobs."""
+    from ..data.synthetic import SyntheticConfig, generate
+
+    scene = {k: tuple(v) if isinstance(v, list) else v for k, v in syn.get("scene", {}).items()}
+    try:
+        config = SyntheticConfig(**scene)
+    except (TypeError, ValueError) as err:
+        raise StudyError(f"data.synthetic.scene in experiments/rows.yaml: {err}") from None
+    generate(out_dir=root, n_train=syn["train"], n_val=syn["val"], size=syn["size"], seed=syn["seed"],
+             config=config)
+
+
+def execute(study: Study, profile: str, run: Run, code: str) -> None:
+    """Run one notebook with papermill in a staging folder; publish it only if it finished and is stamped."""
+    import papermill as pm
+
+    results = study.results_dir(profile)
+    final, staging, failed = results / run.name, results / ".staging" / run.name, results / f"{run.name}.failed"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    stamp = run_stamp(study, run, code)
+    params = {**run.parameters, "out_dir": str(staging), "stamp": stamp, "code_version": code,
+              "git_commit": git_commit(study.root) or "unknown"}
+    try:
+        pm.execute_notebook(str(study.root / run.notebook), str(staging / run.notebook), parameters=params,
+                            cwd=str(staging), progress_bar=False, kernel_name="python3")
+        metrics, reason = read_result(staging / "metrics.json")
+        if metrics is None or metrics["stamp"] != stamp:
+            raise RunFailed(f"{run.name} finished without a stamped metrics.json ({reason or 'wrong stamp'}); "
+                            f"see {failed / run.notebook}")
+    except BaseException as err:
+        shutil.rmtree(failed, ignore_errors=True)
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, failed)
+        if isinstance(err, pm.PapermillExecutionError):
+            raise RunFailed(f"{run.name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
+                            f"see {failed / run.notebook}") from None
+        raise
+    publish(staging, final)
+    shutil.rmtree(failed, ignore_errors=True)
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Put a finished run in place of the previous one (rename the old one aside, rename in, delete)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+    remove_stale_temps(final)

@@ -1,0 +1,345 @@
+"""``experiments/rows.yaml`` as typed dataclasses, checked when it is read.
+
+Every problem is one ``SpecError`` naming the file, the entry and the key: YAML syntax errors with
+their line and column, unknown keys, wrong types, references to missing trainings, evaluations or
+profiles, and config changes that ``hhrnet.config`` refuses.  Each section is parsed from a table of
+its keys (``_fields``), so a new key (a profile's ``pretrain:``, say) is one table line and one field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from ..config import PRESETS, ConfigError, preset
+from .errors import SpecError
+from .results import Expectation
+
+SECTIONS = ("published", "trainings", "evaluations", "families", "profiles")
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """One network: a preset plus dotted config changes, optionally only in some profiles."""
+
+    name: str
+    preset: str
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    profiles: tuple[str, ...] | None = None  # None: every profile
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """One COCO AP measurement: of a study training, or of a checkpoint (a file or a published name)."""
+
+    name: str
+    training: str | None = None
+    checkpoint: str | None = None
+    preset: str | None = None  # config of a ``checkpoint`` evaluation; default: the published name's preset
+    test: Mapping[str, Any] = field(default_factory=dict)
+    profiles: tuple[str, ...] | None = None
+    published: Mapping[str, str] = field(default_factory=dict)  # source in ``published`` -> row it reproduces
+
+    def runs_in(self, profile: str) -> bool:
+        return self.profiles is None or profile in self.profiles
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """The evaluations of one ablation, the claim under test and its comparisons."""
+
+    name: str
+    title: str
+    evaluations: tuple[str, ...]
+    claim: str = ""
+    expect: tuple[Expectation, ...] = ()
+    compare_published: Mapping[str, Any] = field(default_factory=dict)  # e.g. {source: mmpose, tolerance_AP: 0.001}
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    train: int
+    val: int
+    size: int
+    seed: int
+    scene: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CocoData:
+    root: str
+    train_split: str
+    val_split: str
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """How a profile scales every training: a width factor, input sizes, changes, data, seeds.
+
+    ``input_sizes`` maps each published input size to the profile's (multiples of 64, the sizes the
+    test resize keeps); without it the published sizes are used.  Every training runs once per seed.
+    """
+
+    name: str
+    width: float
+    data: SyntheticData | CocoData
+    seeds: tuple[int, ...]
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    input_sizes: Mapping[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class PublishedSource:
+    name: str
+    source: str
+    url: str
+    rows: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """The whole study definition; ``raw`` is the parsed YAML (what the book reads as ``study.spec``)."""
+
+    path: Path
+    trainings: Mapping[str, TrainingSpec]
+    evaluations: Mapping[str, EvaluationSpec]
+    families: Mapping[str, FamilySpec]
+    profiles: Mapping[str, ProfileSpec]
+    published: Mapping[str, PublishedSource]
+    raw: Mapping[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------
+# Value checkers: each returns the converted value or raises ValueError("expected ...")
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError("expected a non-empty string")
+    return v
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ValueError("expected a number > 0")
+    return float(v)
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError("expected an integer >= 0")
+    return v
+
+
+def _mapping(v: Any) -> dict[str, Any]:
+    if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
+        raise ValueError("expected a mapping of dotted config keys to values")
+    return dict(v)
+
+
+def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple]:
+    def check(v: Any) -> tuple:
+        if not isinstance(v, list):
+            raise ValueError("expected a list")
+        return tuple(item(x) for x in v)
+    return check
+
+
+def _sizes(v: Any) -> dict[int, int]:
+    if not isinstance(v, Mapping) or not all(isinstance(k, int) and isinstance(x, int) and not isinstance(x, bool)
+                                             for k, x in v.items()):
+        raise ValueError("expected a mapping of published input sizes to sizes")
+    bad = [x for x in v.values() if x < 64 or x % 64]
+    if bad:
+        raise ValueError(f"sizes must be positive multiples of 64 (the sizes the test resize keeps), not {bad[0]}")
+    return dict(v)
+
+
+def _preset(v: Any) -> str:
+    if v not in PRESETS:
+        raise ValueError(f"expected a preset ({', '.join(PRESETS)})")
+    return v
+
+
+Schema = Mapping[str, tuple[Callable[[Any], Any], bool]]  # key -> (checker, required)
+
+
+def _fields(entry: Any, schema: Schema, where: str) -> dict[str, Any]:
+    """Check one entry against its schema: unknown keys, missing keys, wrong types, each named."""
+    if not isinstance(entry, Mapping):
+        raise SpecError(f"{where}: expected a mapping, got {type(entry).__name__}")
+    unknown = [k for k in entry if k not in schema]
+    if unknown:
+        raise SpecError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(schema)})")
+    out = {}
+    for key, (check, required) in schema.items():
+        if key not in entry:
+            if required:
+                raise SpecError(f"{where}: missing key {key!r}")
+            continue
+        try:
+            out[key] = check(entry[key])
+        except ValueError as err:
+            raise SpecError(f"{where}.{key}: {err}, got {entry[key]!r}") from None
+    return out
+
+
+TRAINING: Schema = {"preset": (_preset, True), "changes": (_mapping, False), "profiles": (_list_of(_str), False)}
+EVALUATION: Schema = {"training": (_str, False), "checkpoint": (_str, False), "preset": (_preset, False),
+                      "test": (_mapping, False), "profiles": (_list_of(_str), False), "published": (_mapping, False)}
+FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), "claim": (_str, False),
+                  "expect": (_list_of(_str), False), "compare_published": (_mapping, False)}
+PROFILE: Schema = {"width": (_number, True), "input_sizes": (_sizes, False), "changes": (_mapping, False),
+                   "data": (lambda v: v, True), "seeds": (_list_of(_int), True)}
+SYNTHETIC: Schema = {"train": (_int, True), "val": (_int, True), "size": (_int, True), "seed": (_int, True),
+                     "scene": (_mapping, False)}
+COCO: Schema = {"root": (_str, True), "train_split": (_str, True), "val_split": (_str, True)}
+PUBLISHED: Schema = {"source": (_str, True), "url": (_str, True), "rows": (_list_of(_mapping), True)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document; a syntax error names the file, line and column."""
+    if not path.is_file():
+        raise SpecError(f"{path}: no study definition (rows.yaml) in {path.parent}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise SpecError(f"{where}: YAML syntax error: {err.problem or err.context}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+def _section(raw: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:
+    value = raw.get(name)
+    if not isinstance(value, Mapping) or not value:
+        raise SpecError(f"{path}: top-level key {name!r} must be a non-empty mapping")
+    return value
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and check ``rows.yaml``; the first problem found is one ``SpecError``."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{path}: expected a mapping with {', '.join(SECTIONS)}")
+    for name in SECTIONS:
+        _section(raw, name, path)
+    profiles = {n: _profile(n, p, f"{path}: profiles.{n}") for n, p in raw["profiles"].items()}
+    trainings = {n: TrainingSpec(n, **_fields(t, TRAINING, f"{path}: trainings.{n}"))
+                 for n, t in raw["trainings"].items()}
+    evaluations = {n: _evaluation(n, e, f"{path}: evaluations.{n}", trainings)
+                   for n, e in raw["evaluations"].items()}
+    families = {n: _family(n, f, f"{path}: families.{n}", evaluations) for n, f in raw["families"].items()}
+    published = {n: PublishedSource(n, **_fields(p, PUBLISHED, f"{path}: published.{n}"))
+                 for n, p in raw["published"].items()}
+    for ev in evaluations.values():
+        for source, row in ev.published.items():
+            rows = [r.get("evaluation") for r in published[source].rows] if source in published else None
+            if rows is None or row not in rows:
+                raise SpecError(f"{path}: evaluations.{ev.name}.published: no row {row!r} in published.{source}")
+    for fam in families.values():
+        source = fam.compare_published.get("source")
+        if fam.compare_published and source not in published:
+            raise SpecError(f"{path}: families.{fam.name}.compare_published.source: unknown source {source!r}")
+    for source in published.values():
+        for row in source.rows:
+            if row.get("evaluation") not in evaluations:
+                raise SpecError(f"{path}: published.{source.name}: row names unknown evaluation {row.get('evaluation')!r}")
+    spec = StudySpec(path, trainings, evaluations, families, profiles, published, raw)
+    _check_configs(spec)
+    _check_references(spec)
+    return spec
+
+
+def _profile(name: str, entry: Any, where: str) -> ProfileSpec:
+    values = _fields(entry, PROFILE, where)
+    data = values["data"]
+    if not isinstance(data, Mapping) or len(data) != 1 or next(iter(data)) not in ("synthetic", "coco"):
+        raise SpecError(f"{where}.data: expected {{synthetic: {{...}}}} or {{coco: {{...}}}}, got {data!r}")
+    kind, body = next(iter(data.items()))
+    values["data"] = SyntheticData(**_fields(body, SYNTHETIC, f"{where}.data.synthetic")) if kind == "synthetic" \
+        else CocoData(**_fields(body, COCO, f"{where}.data.coco"))
+    if not values["seeds"]:
+        raise SpecError(f"{where}.seeds: expected at least one seed")
+    return ProfileSpec(name, **values)
+
+
+def _evaluation(name: str, entry: Any, where: str, trainings: Mapping[str, TrainingSpec]) -> EvaluationSpec:
+    values = _fields(entry, EVALUATION, where)
+    if ("training" in values) == ("checkpoint" in values):
+        raise SpecError(f"{where}: give exactly one of 'training' (a study training) or 'checkpoint' (a file or "
+                        "published name)")
+    if "training" in values and values["training"] not in trainings:
+        raise SpecError(f"{where}.training: unknown training {values['training']!r}")
+    if "training" in values and "preset" in values:
+        raise SpecError(f"{where}.preset: only a 'checkpoint' evaluation takes a preset (a training has its own)")
+    return EvaluationSpec(name, **values)
+
+
+def _family(name: str, entry: Any, where: str, evaluations: Mapping[str, EvaluationSpec]) -> FamilySpec:
+    values = _fields(entry, FAMILY, where)
+    try:
+        values["expect"] = tuple(Expectation.parse(text) for text in values.get("expect", ()))
+    except ValueError as err:
+        raise SpecError(f"{where}.expect: {err}") from None
+    unknown = [e for e in values["evaluations"] if e not in evaluations]
+    unknown += [n for e in values["expect"] for n in (e.a, e.b) if n not in evaluations]
+    if unknown:
+        raise SpecError(f"{where}: names unknown evaluations {unknown}")
+    return FamilySpec(name, **values)
+
+
+def _check_references(spec: StudySpec) -> None:
+    for kind, entries in (("trainings", spec.trainings), ("evaluations", spec.evaluations)):
+        for name, entry in entries.items():
+            unknown = [p for p in entry.profiles or () if p not in spec.profiles]
+            if unknown:
+                raise SpecError(f"{spec.path}: {kind}.{name}.profiles: unknown profile {unknown[0]!r} "
+                                f"(profiles: {', '.join(spec.profiles)})")
+    for t in spec.trainings.values():
+        size = preset(t.preset).override(**t.changes).input_size
+        for name, prof in spec.profiles.items():
+            runs = t.profiles is None or name in t.profiles
+            if runs and prof.input_sizes is not None and size not in prof.input_sizes:
+                raise SpecError(f"{spec.path}: profiles.{name}.input_sizes: no entry for {size}, the input size of "
+                                f"training {t.name!r}")
+
+
+def checkpoint_preset(ev: EvaluationSpec) -> str:
+    """The preset of a ``checkpoint`` evaluation: its own, the published name's (``hhrnet.hub``), or w32_512."""
+    if ev.preset is not None:
+        return ev.preset
+    try:
+        from .. import hub
+
+        entry = hub.REGISTRY.get(ev.checkpoint or "")
+    except ImportError:  # a build without the registry
+        entry = None
+    return entry.preset if entry is not None and entry.preset else "w32_512"
+
+
+def _check_configs(spec: StudySpec) -> None:
+    """Every config change names a real key with a valid value (checked on the unscaled preset)."""
+    def check(where: str, build: Callable[[], Any]) -> None:
+        try:
+            build()
+        except ConfigError as err:
+            raise SpecError(f"{spec.path}: {where}: {err}") from None
+
+    for t in spec.trainings.values():
+        check(f"trainings.{t.name}.changes", lambda: preset(t.preset).override(**t.changes))
+    for e in spec.evaluations.values():
+        base = spec.trainings[e.training] if e.training else None
+        check(f"evaluations.{e.name}.test", lambda: preset(base.preset if base else checkpoint_preset(e))
+              .override(**(base.changes if base else {})).override(**e.test))
+    for p in spec.profiles.values():
+        check(f"profiles.{p.name}.changes", lambda: preset("w32_512").override(**p.changes))

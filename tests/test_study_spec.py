@@ -1,0 +1,201 @@
+"""rows.yaml as a typed spec (schema extensions included), and study results that are never lost or mixed."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import time
+
+import pytest
+import yaml
+
+from conftest import REPO
+from hhrnet.study import SpecError, Study, StudyLocked, gather, load_spec
+from hhrnet.study.plan import Run
+from hhrnet.study.runner import run_lock
+from hhrnet.study.spec import CocoData, EvaluationSpec, SyntheticData
+
+EXPERIMENTS = REPO / "experiments"
+
+
+def _write(tmp_path, change) -> Study:
+    spec = yaml.safe_load((EXPERIMENTS / "rows.yaml").read_text())
+    change(spec)
+    (tmp_path / "rows.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    for nb in ("train.ipynb", "evaluate.ipynb"):
+        shutil.copy(EXPERIMENTS / nb, tmp_path / nb)
+    return Study.load(tmp_path)
+
+
+def test_the_committed_rows_yaml_is_typed():
+    spec = load_spec(EXPERIMENTS / "rows.yaml")
+    assert spec.trainings["hrnet_baseline"].changes["model.num_deconvs"] == 0
+    assert spec.evaluations["w32_512_ms"].test == {"test.scales": [2.0, 1.0, 0.5]}
+    assert isinstance(spec.profiles["cpu"].data, SyntheticData) and spec.profiles["cpu"].seeds == (0, 1, 2)
+    assert isinstance(spec.profiles["paper"].data, CocoData)
+    assert [str(e.op) for e in spec.families["deconv_modules"].expect] == [">", "≥"]
+
+
+def test_an_evaluation_of_published_weights_needs_no_training(tmp_path):
+    """``checkpoint:`` instead of ``training:``, restricted to one profile with ``profiles:``."""
+    (tmp_path / "weights.pth").write_bytes(b"")
+
+    def change(spec):
+        spec["evaluations"]["mmpose_w32"] = {"checkpoint": "weights.pth", "profiles": ["paper"],
+                                             "test": {"test.scales": [2.0, 1.0, 0.5]}}
+        spec["trainings"]["w32_768"]["profiles"] = ["paper", "cpu"]
+
+    study = _write(tmp_path, change)
+    ev = study.definition.evaluations["mmpose_w32"]
+    assert ev == EvaluationSpec("mmpose_w32", checkpoint="weights.pth", profiles=("paper",),
+                                test={"test.scales": [2.0, 1.0, 0.5]})
+    paper = {r.name: r for r in study.runs("paper")}
+    run = paper["eval/mmpose_w32/seed0"]
+    assert run.needs == () and run.parameters["checkpoint"] == str(tmp_path / "weights.pth")
+    assert run.parameters["published"] is True
+    cfg = study.evaluation_config("mmpose_w32", "paper")
+    assert (cfg.model.width, cfg.input_size, cfg.test.scales) == (32, 512, (2.0, 1.0, 0.5))
+    assert (cfg.train.data_root, cfg.train.val_split) == ("data/coco", "val2017")
+    smoke = {r.name for r in study.runs("smoke")}
+    assert "eval/mmpose_w32/seed0" not in smoke and "train/w32_768/seed0" not in smoke
+    assert "eval/w32_768/seed0" not in smoke and "train/w32_768/seed0" in {r.name for r in study.runs("cpu")}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["evaluations"]["w32_512_ss"].update(checkpoint="x.pth"), r"evaluations.w32_512_ss: give exactly one"),
+    (lambda s: s["evaluations"]["w32_512_ss"].update(profiles="paper"), r"evaluations.w32_512_ss.profiles: expected a list"),
+    (lambda s: s["trainings"]["w32_512"].update(preset="w64_512"), r"trainings.w32_512.preset: expected a preset"),
+    (lambda s: s["profiles"]["cpu"].update(seeds=[]), r"profiles.cpu.seeds: expected at least one seed"),
+    (lambda s: s["profiles"]["cpu"].update(headline=["w32_512"]), r"profiles.cpu: unknown key 'headline'"),
+    (lambda s: s["profiles"]["cpu"]["input_sizes"].update({640: 160}), r"profiles.cpu.input_sizes: sizes must be positive multiples of 64"),
+    (lambda s: s["profiles"]["cpu"]["input_sizes"].pop(768), r"profiles.cpu.input_sizes: no entry for 768, the input size of training 'w32_768'"),
+    (lambda s: s["evaluations"]["w32_512_ss"].update(published={"mmpose": "nope"}), r"evaluations.w32_512_ss.published: no row 'nope' in published.mmpose"),
+    (lambda s: s["profiles"]["cpu"]["data"].update(hdf5={}), r"profiles.cpu.data: expected \{synthetic"),
+    (lambda s: s["profiles"]["cpu"]["data"]["synthetic"].update(train="many"), r"profiles.cpu.data.synthetic.train: expected an integer"),
+    (lambda s: s["evaluations"]["w32_512_ms"].update(test={"test.scales": [2.0, 0.5]}), r"evaluations.w32_512_ms.test: .*must contain 1.0"),
+    (lambda s: s.pop("families"), r"top-level key 'families' must be a non-empty mapping"),
+    (lambda s: s["published"]["mmpose"]["rows"].append({"evaluation": "nope"}), r"published.mmpose: row names unknown evaluation 'nope'"),
+])
+def test_rows_yaml_problems_name_file_entry_and_key(tmp_path, change, message):
+    with pytest.raises(SpecError, match=r"rows.yaml: " + message):
+        _write(tmp_path, change)
+
+
+def test_a_yaml_syntax_error_names_line_and_column(tmp_path):
+    (tmp_path / "rows.yaml").write_text("trainings:\n  w32_512: {preset: w32_512\nevaluations: [\n")
+    with pytest.raises(SpecError, match=r"rows.yaml:3:\d+: YAML syntax error"):
+        Study.load(tmp_path)
+
+
+def _stamped(path, ap, stamp="abc"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"AP": ap, "stamp": stamp}))
+
+
+def test_gather_publishes_only_stamped_readable_results_and_names_the_rest(tmp_path):
+    study = _write(tmp_path, lambda s: None)
+    results = study.results_dir("cpu") / "eval"
+    _stamped(results / "w32_512_ss" / "seed0" / "metrics.json", 0.5)
+    _stamped(results / "w32_512_ss" / "seed1" / "metrics.json", 0.7)
+    (results / "w32_512_ss" / "seed2").mkdir()
+    (results / "w32_512_ss" / "seed2" / "metrics.json").write_text('{"AP": 0.9')  # torn
+    _stamped(results / "w32_640_ss" / "seed0" / "metrics.json", 0.9, stamp="")  # unstamped: a failed run
+    logged = []
+    gather(study, "cpu", log=logged.append)
+    summary = json.loads((study.results_dir("cpu") / "summary.json").read_text())
+    rows = {r["evaluation"]: r for r in summary["rows"]}
+    assert set(rows) == {"w32_512_ss"} and rows["w32_512_ss"]["seeds"] == 2
+    assert rows["w32_512_ss"]["AP"] == pytest.approx(0.6)
+    skipped = {s["file"]: s["reason"] for s in summary["skipped"]}
+    assert skipped.keys() == {"results/cpu/eval/w32_512_ss/seed2/metrics.json", "results/cpu/eval/w32_640_ss/seed0/metrics.json"}
+    assert "unreadable" in skipped["results/cpu/eval/w32_512_ss/seed2/metrics.json"]
+    assert "not stamped" in skipped["results/cpu/eval/w32_640_ss/seed0/metrics.json"]
+    assert len(logged) == 2 and all("gather: skipped" in line for line in logged)
+
+
+def test_the_published_checkpoints_are_paper_evaluations_without_training():
+    study = Study.load(EXPERIMENTS)
+    runs = {r.name: r for r in study.runs("paper")}
+    run = runs["eval/published_w48_512_ms/seed0"]
+    assert run.needs == () and run.parameters["checkpoint"] == "w48_512" and run.parameters["published"] is True
+    cfg = study.evaluation_config("published_w48_512_ms", "paper")
+    assert (cfg.model.width, cfg.input_size, cfg.test.scales) == (48, 512, (2.0, 1.0, 0.5))
+    assert study.definition.evaluations["published_w48_512_ms"].published == {"mmpose": "w48_512_ms"}
+    assert not any("published" in r.name for r in study.runs("cpu"))
+
+
+def test_committed_cpu_results_are_still_read():
+    from hhrnet.study import family_verdicts, summary_rows
+
+    study = Study.load(EXPERIMENTS)
+    rows = summary_rows(study, "cpu")
+    assert len(rows) == len(study.evaluations("cpu")) and rows["w32_512_ss"]["seeds"] == 3
+    assert set(family_verdicts(study, "cpu")) == set(study.definition.families)
+
+
+def _hold(root, seconds, ready):
+    study = Study.load(root)
+    with run_lock(study, "smoke", Run("train/w32_512/seed0", "train", {}), log=lambda *_: None):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_a_second_process_waits_for_a_run_or_names_its_holder(tmp_path):
+    study = _write(tmp_path, lambda s: None)
+    run = Run("train/w32_512/seed0", "train", {})
+    ready = multiprocessing.get_context("fork").Event()
+    holder = multiprocessing.get_context("fork").Process(target=_hold, args=(tmp_path, 1.5, ready))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(StudyLocked, match=rf"train/w32_512/seed0 is being run by pid {holder.pid} on "):
+            with run_lock(study, "smoke", run, wait=False):
+                pass
+        messages, start = [], time.monotonic()
+        with run_lock(study, "smoke", run, wait=True, log=messages.append, poll=0.1):
+            waited = time.monotonic() - start
+        assert waited > 0.5 and f"waiting for pid {holder.pid}" in messages[0]
+    finally:
+        holder.join(30)
+
+
+def _planted_results(gt, noise: float, seed: int) -> list[dict]:
+    """COCO results: every annotated person's keypoints jittered by ``noise`` pixels, score 1."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for ann in gt.dataset["annotations"]:
+        if ann.get("num_keypoints", 0) == 0 or ann.get("iscrowd"):
+            continue
+        k = np.asarray(ann["keypoints"], float).reshape(-1, 3)
+        k[:, :2] += rng.normal(0, noise, (len(k), 2))
+        out.append({"image_id": ann["image_id"], "category_id": 1, "keypoints": k.ravel().tolist(), "score": 1.0})
+    return out
+
+
+def test_gather_decides_each_claim_with_a_paired_interval(tmp_path):
+    """Match tables of every seed give each family comparison a 95% interval and an outcome."""
+    from conftest import COCO_MINI
+    from hhrnet.evaluation import MATCHES, load_ground_truth
+    from hhrnet.stats import match_table
+
+    study = _write(tmp_path, lambda s: None)
+    gt = load_ground_truth(COCO_MINI / "person_keypoints_val2017.json")
+    results = study.results_dir("cpu") / "eval"
+    for seed in (0, 1, 2):  # a precise heatmap_half row against a coarse heatmaps_quarter row
+        for i, (name, noise) in enumerate((("w32_512_ss", 1.0), ("w32_512_heatmaps_quarter", 8.0),
+                                           ("w32_512_heatmaps_half", 1.0))):
+            _stamped(results / name / f"seed{seed}" / "metrics.json", 0.5)
+            planted = _planted_results(gt, noise, 10 * seed + i)  # independent jitter per row and seed
+            match_table(gt, planted).save(results / name / f"seed{seed}" / MATCHES)
+    gather(study, "cpu", log=lambda *_: None)
+    families = json.loads((study.results_dir("cpu") / "summary.json").read_text())["families"]
+    checks = {c["comparison"]: c for c in families["heatmap_aggregation"]["checks"]}
+    better = checks["w32_512_ss > w32_512_heatmaps_quarter"]
+    assert better["low"] > 0 and better["outcome"] == "holds" and better["seeds"] == [3, 3]
+    same = checks["w32_512_ss > w32_512_heatmaps_half"]  # equal noise: no decision either way
+    assert same["low"] < 0 < same["high"] and same["outcome"] == "undecided"
+    assert families["heatmap_aggregation"]["verdict"] == "mixed: 1 holds, 1 undecided"
+    assert families["test_time"] == {"checks": [], "verdict": "not measured in this profile"}
