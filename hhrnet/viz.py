@@ -350,18 +350,33 @@ def _architecture_columns(model: Any, input_hw: tuple[int, int]) -> tuple[list[d
     return columns, strides
 
 
-def plot_hrnet_architecture(model: Any, input_hw: tuple[int, int] = (128, 128), title: str = "") -> "Figure":
+def plot_hrnet_architecture(model: Any, input_hw: tuple[int, int] = (128, 128), title: str = "",
+                            compact: bool = False, fontsize: float = 6.2) -> "Figure":
     """HRNet + HigherHRNet head drawn from the model's own modules.
 
     Rows are resolutions (measured strides on the left), columns are the stem, ``layer1``, every
     multi-resolution module of stages 2-4 and the head.  Grey lines between consecutive modules are the
     all-to-all fusions (``fuse_layers``); red arrows are transitions that open a new, lower branch;
-    the last stage-4 module fuses into the highest-resolution branch only.
+    the last stage-4 module fuses into the highest-resolution branch only.  ``compact`` draws a run of
+    identical modules of a stage as one column marked "× N modules" (narrower, so its text is readable).
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
     columns, strides = _architecture_columns(model, input_hw)
+    if compact:
+        merged: list[dict] = []
+        for col in columns:
+            last = merged[-1] if merged else None
+            if (last is not None and col["kind"] == last["kind"] == "module" and col["stage"] == last["stage"]
+                    and col["boxes"] == last["boxes"] and col["fused"] == last["fused"]):
+                last["repeat"] = last.get("repeat", 1) + 1
+            else:
+                merged.append(dict(col))
+        for col in merged:
+            if col.get("repeat", 1) > 1:
+                col["boxes"] = {lvl: f"{label}\n× {col['repeat']} modules" for lvl, label in col["boxes"].items()}
+        columns = merged
     levels = sorted({lvl for c in columns for lvl in c["boxes"]})
     fig, ax = plt.subplots(figsize=(1.05 * len(columns) + 1.5, 1.05 * len(levels) + 0.8))
     stage_colour = {2: "#cfe3f5", 3: "#d7efd2", 4: "#f8e0c4"}
@@ -373,7 +388,7 @@ def plot_hrnet_architecture(model: Any, input_hw: tuple[int, int] = (128, 128), 
             y = -lvl
             ax.add_patch(FancyBboxPatch((x - 0.42, y - 0.33), 0.84, 0.66, boxstyle="round,pad=0.02",
                                         fc=fill, ec="0.3", lw=0.8))
-            ax.text(x, y, label, ha="center", va="center", fontsize=6.2)
+            ax.text(x, y, label, ha="center", va="center", fontsize=fontsize)
         if prev is not None:
             if col["kind"] in ("module", "head"):
                 # fusion lines: every branch of a module into each branch it fuses into
@@ -402,7 +417,8 @@ def plot_hrnet_architecture(model: Any, input_hw: tuple[int, int] = (128, 128), 
         if "stage" in col:
             stage_spans.setdefault(col["stage"], []).append(x)
     for stage, xs in stage_spans.items():
-        ax.text((xs[0] + xs[-1]) / 2, -max(levels) - 0.62, f"stage {stage} ({len(xs)} module{'s' * (len(xs) > 1)})",
+        count = sum(columns[x].get("repeat", 1) for x in xs)
+        ax.text((xs[0] + xs[-1]) / 2, -max(levels) - 0.62, f"stage {stage}\n{count} module{'s' * (count > 1)}",
                 ha="center", va="top", fontsize=8)
     ax.set_xlim(-1.4, len(columns) - 0.4)
     ax.set_ylim(-max(levels) - 0.95, -min(levels) + 0.5)

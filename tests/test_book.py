@@ -12,6 +12,7 @@ skips proves nothing.  A local checkout without a built book skips it.
 from __future__ import annotations
 
 import functools
+import json
 import http.server
 import importlib.util
 import os
@@ -167,3 +168,132 @@ def test_screenshots(page, server):
         page.screenshot(path=str(target), full_page=False)
         assert target.stat().st_size > 10_000
     assert page.external_requests == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue #19: captions, no horizontal overflow at 1280 px, traceable numbers, notebook downloads
+
+OVERFLOW_JS = """() => {
+  const article = document.querySelector('.bd-article') || document.querySelector('main');
+  const right = article.getBoundingClientRect().right + 1;
+  const too_wide = (e) => e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > right;
+  const name = (e) => (e.id || e.className || e.tagName).toString().slice(0, 60) + ': '
+                      + (e.innerText || '').trim().slice(0, 60);
+  const out = [];
+  if (article.scrollWidth > article.clientWidth + 1) out.push('article ' + article.scrollWidth + ' > ' + article.clientWidth);
+  for (const e of article.querySelectorAll('div.math, mjx-container[display="true"], table, figure, .cell_output'))
+    if (too_wide(e)) out.push(name(e));
+  return out;
+}"""
+
+
+def test_no_horizontal_overflow_at_1280(page, server):
+    """The content column, every display equation, table, figure and cell output fit the column at 1280 px."""
+    problems = {}
+    for path in toc_pages():
+        open_page(page, server, path)
+        if page.locator(".math").count():
+            page.wait_for_selector("mjx-container", timeout=20_000)
+        found = page.evaluate(OVERFLOW_JS)
+        if found:
+            problems[path] = found
+    assert problems == {}, f"wider than the column at 1280 px: {problems}"
+
+
+def test_every_figure_is_numbered_and_captioned(page, server):
+    """Every image a chapter shows sits in a figure whose caption starts with its number ("Fig. N")."""
+    missing, seen = {}, 0
+    for path in toc_pages():
+        open_page(page, server, path)
+        bare = page.evaluate("""() => Array.from(document.querySelectorAll('.bd-article img'))
+            .filter(i => !i.closest('figure') && !i.closest('.sd-card') && !i.closest('.navbar-brand'))
+            .map(i => i.src.split('/').pop())""")
+        captions = page.locator(".bd-article figure figcaption").all_inner_texts()
+        unnumbered = [c for c in captions if not re.match(r"\s*Fig\.\s*\d+", c)]
+        seen += len(captions)
+        if bare or unnumbered:
+            missing[path] = {"without figure": bare, "caption without number": unnumbered}
+    assert missing == {}, missing
+    assert seen >= 15, f"only {seen} numbered figures in the book"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    import statistics
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _pct(mean: float, std: float | None) -> str:
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std else "")
+
+
+def _table(page, selector: str) -> tuple[dict, list[str], list[list[str]]]:
+    """(data attributes of the wrapper, column names, rows of cell texts) of a pandas HTML table."""
+    data = page.evaluate(f"() => Object.assign({{}}, document.querySelector('{selector}').dataset)")
+    head = page.locator(f"{selector} table thead tr").first.locator("th").all_inner_texts()
+    rows = [r.locator("th, td").all_inner_texts() for r in page.locator(f"{selector} table tbody tr").all()]
+    return data, [h.strip() for h in head], rows
+
+
+def test_results_numbers_trace_to_committed_metrics(page, server):
+    """Every number of the results tables equals the metrics.json files of its profile (mean ± std over
+    seeds) or the published row of rows.yaml it claims to be."""
+    open_page(page, server, "book/results.html")
+    data, head, rows = _table(page, "#study-evaluations")
+    results = REPO / data["results"]
+    assert rows and results.is_dir(), (data, results)
+    columns = {name: i for i, name in enumerate(head) if name}
+    checked = 0
+    for cells in rows:
+        name = cells[0].strip()
+        seeds = sorted((results / "eval" / name).glob("seed*/metrics.json"))
+        assert seeds, f"{name}: no metrics.json under {results / 'eval' / name}"
+        metrics = [json.loads(p.read_text()) for p in seeds]
+        assert int(cells[columns["seeds"]]) == len(metrics), name
+        for key in ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR"):
+            assert cells[columns[key]].strip() == _pct(*_mean_std([m[key] for m in metrics])), (name, key)
+            checked += 1
+        assert cells[columns["parameters"]].replace(",", "") == str(metrics[0]["parameters"]), name
+    data, head, rows = _table(page, "#published-table")
+    spec = yaml.safe_load((REPO / "experiments" / "rows.yaml").read_text())
+    columns = {name: i for i, name in enumerate(head) if name}
+    evaluation = None
+    for cells in rows:
+        if len(cells) == len(head):  # the first row of an evaluation carries its name (rowspan)
+            evaluation, cells = cells[0].strip(), cells[1:]
+        source, values = cells[0].strip(), cells[1:]
+        for key, text in zip(head[2:], values):
+            text = text.strip()
+            if source.startswith("published ("):
+                who = source[len("published ("):-1]
+                row = next(r for r in spec["published"][who]["rows"] if r["evaluation"] == evaluation)
+                expected = f"{100 * row[key]:.1f}" if key in row else "–"
+            elif source.startswith("hhrnet, ") and source.endswith(" profile"):
+                seeds = sorted((results / "eval" / evaluation).glob("seed*/metrics.json"))
+                expected = _pct(*_mean_std([json.loads(p.read_text())[key] for p in seeds])) if seeds else "–"
+            else:
+                continue
+            assert text == expected, (evaluation, source, key, text, expected)
+            checked += 1
+    assert checked >= 50, checked
+
+
+def test_results_page_shows_provenance(page, server):
+    open_page(page, server, "book/results.html")
+    text = page.inner_text("main")
+    assert "Provenance" in text and "commit" in text and "code version" in text
+    metrics = json.loads(next((REPO / "experiments" / "results").glob("*/eval/*/seed0/metrics.json")).read_text())
+    assert metrics.get("git_commit") is None or metrics["git_commit"] in text or "No result files" in text
+
+
+def test_chapters_offer_their_notebook(page, server):
+    """The download menu of every executed chapter links the .ipynb, and the file is served."""
+    for path in toc_pages():
+        md = REPO / Path(path).with_suffix(".md")
+        if not md.exists() or "```{code-cell}" not in md.read_text():
+            continue
+        open_page(page, server, path)
+        hrefs = page.evaluate("() => Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href') || '')")
+        notebook = [h for h in hrefs if h.endswith(Path(path).with_suffix(".ipynb").name)]
+        assert notebook, f"{path}: no .ipynb download link"
+        response = page.request.get(f"{server}/{Path(path).parent}/{notebook[0]}")
+        assert response.status == 200 and json.loads(response.body())["cells"], path
