@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hhrnet.config import Config, DataConfig
+from hhrnet.keypoints import KeypointSet
 from hhrnet.data import transforms
 from hhrnet.targets import (counted_mask, fixed_sigma_heatmaps, is_ignored_region, joint_tag_targets,
                             scale_aware_heatmaps)
@@ -44,7 +45,8 @@ def coco_paths(root: str | Path | None = None, split: str | None = None,
 
     * explicit ``annotation_file`` + ``image_dir`` (e.g. ``coco_mini``: flat ``images/``, JSONs at root);
     * ``root/images/<split>/`` + ``root/annotations/person_keypoints_<split>.json`` (hhrnet synth);
-    * ``root/<split>/`` + the same annotation file (standard COCO, ``split`` = ``train2017``...).
+    * ``root/<split>/`` + the same annotation file (standard COCO, ``split`` = ``train2017``...);
+    * ``root/json/crowdpose_<split>.json`` + every split's images in ``root/images/`` (CrowdPose).
     """
     if annotation_file is not None or image_dir is not None:
         if annotation_file is None or image_dir is None:
@@ -53,6 +55,9 @@ def coco_paths(root: str | Path | None = None, split: str | None = None,
     if root is None or split is None:
         raise DatasetError("give root and split (or annotation_file and image_dir)")
     root = Path(root)
+    crowdpose = root / "json" / f"crowdpose_{split}.json"
+    if crowdpose.is_file() and (root / "images").is_dir():
+        return crowdpose, root / "images"
     annotation = root / "annotations" / f"person_keypoints_{split}.json"
     for candidate in (root / "images" / split, root / split):
         if candidate.is_dir():
@@ -71,7 +76,8 @@ class ImageRecord:
 
     ``joints`` is ``(P, K, 3)`` (or ``(P, K, 4)`` with the scale-aware sigma) in image pixels for the
     supervised people (non-crowd, or crowd with keypoints, as in the reference); ``ignored`` are the
-    annotations whose segmentation is masked out of the loss.
+    annotations whose segmentation is masked out of the loss.  ``crowd_index``: the image's
+    ``crowdIndex`` in CrowdPose-format files, else None.
     """
 
     image_id: int
@@ -80,6 +86,7 @@ class ImageRecord:
     width: int
     joints: np.ndarray
     ignored: tuple[Mapping[str, Any], ...]
+    crowd_index: float | None = None
 
 
 def _read_json(path: Path) -> Mapping[str, Any]:
@@ -127,6 +134,24 @@ def _where(annotation_file: Path, ann: Mapping[str, Any]) -> str:
     return f"{annotation_file}: annotation {ann.get('id', '?')}"
 
 
+def file_keypoint_set(coco: Mapping[str, Any]) -> KeypointSet | None:
+    """The registered keypoint set a COCO-format file's category names (its ``keypoints`` list), or None."""
+    from hhrnet.keypoints import keypoint_set_for_names
+
+    names = [c.get("keypoints") for c in coco.get("categories") or [] if c.get("keypoints")]
+    return keypoint_set_for_names(names[0]) if len(names) == 1 else None
+
+
+def check_file_keypoints(coco: Mapping[str, Any], keypoints: KeypointSet, path: Path | str) -> None:
+    """Refuse a file whose category lists other joints than ``keypoints`` (no category: nothing to check)."""
+    names = [c.get("keypoints") for c in coco.get("categories") or [] if c.get("keypoints")]
+    if len(names) == 1 and tuple(names[0]) != keypoints.names:
+        found = file_keypoint_set(coco)
+        what = f"{len(names[0])} joints ({found.name})" if found else f"{len(names[0])} joints ({', '.join(names[0][:3])}, ...)"
+        raise DatasetError(f"{path}: the file's category has {what}; the config asks for "
+                           f"{keypoints.num_joints} ({keypoints.name}): set data.keypoints to the file's set")
+
+
 def _image_index(images: list, path: Path) -> dict[int, Mapping[str, Any]]:
     index = {}
     for img in images:
@@ -146,6 +171,7 @@ def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: 
     are reported here, for all used images, rather than when a worker reaches them.
     """
     coco = _read_json(annotation_file)
+    check_file_keypoints(coco, data.keypoint_set, annotation_file)
     images = _image_index(coco["images"], annotation_file)
     by_image: dict[int, list[tuple[Mapping[str, Any], np.ndarray]]] = {i: [] for i in images}
     for ann in coco["annotations"]:
@@ -170,7 +196,8 @@ def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: 
         img = images[image_id]
         records.append(ImageRecord(image_id=image_id, file=image_dir / img["file_name"],
                                    height=int(img["height"]), width=int(img["width"]), joints=joints,
-                                   ignored=tuple(a for a, _ in anns if is_ignored_region(a))))
+                                   ignored=tuple(a for a, _ in anns if is_ignored_region(a)),
+                                   crowd_index=float(img["crowdIndex"]) if "crowdIndex" in img else None))
     _check_files_exist(records, by_image)
     return records
 

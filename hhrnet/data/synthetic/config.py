@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hhrnet.keypoints import COCO_17
+from hhrnet.keypoints import COCO_17, CROWDPOSE_14
 
-KEYPOINTS = COCO_17  # the joints the body model places and the annotations carry
+KEYPOINTS = COCO_17  # the default set: the joints the annotations carry unless ``generate(keypoints=...)``
+# Every joint the body model places; a keypoint set made of these names can be generated.
+BODY_JOINTS: frozenset[str] = frozenset(COCO_17.names) | frozenset(CROWDPOSE_14.names)
 SPLITS: tuple[str, ...] = ("train", "val")
 FORMAT_VERSION = 2
 GRID = 8.0  # geometry lives on a 1/8-pixel grid (see the package docstring: mirror exactness)
