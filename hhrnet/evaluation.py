@@ -29,8 +29,9 @@ from hhrnet.keypoints import COCO_17, CROWDPOSE_14, KeypointSet
 
 # COCOeval's ten summary numbers, in its order: the one list of metric names.
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AR75", "AR_M", "AR_L")
-# The CrowdPose evaluator's nine numbers, in its order (AP_E/AP_M/AP_H: AP of the easy / medium / hard images).
-CROWD_METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_E", "AP_M", "AP_H")
+# The CrowdPose evaluator's nine numbers, in its order: the last three are the published AP(E), AP(M),
+# AP(H), the AP of the easy / medium / hard images (named in full: COCO's AP_M is medium *area*).
+CROWD_METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard")
 
 
 def metric_names(keypoints: KeypointSet = COCO_17) -> tuple[str, ...]:
@@ -162,12 +163,12 @@ def _dataset_of(gt: Any) -> dict[str, Any]:
 
 def evaluate_crowdpose(gt: Any, results: Iterable[dict[str, Any]], image_ids: Sequence[int] | None = None,
                        keypoints: KeypointSet = CROWDPOSE_14) -> dict[str, float]:
-    """``{"AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_E", "AP_M", "AP_H"}`` with the CrowdPose protocol.
+    """``{"AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard"}``, CrowdPose's protocol.
 
     ``gt``: a CrowdPose-format annotation file (images carry ``crowdIndex``), its dict or a COCO object.
     xtcocotools' ``keypoints_crowd`` with the set's sigmas and ``use_area=False``: OKS uses 0.53 × the
     box area, people are ignored when ``num_keypoints`` is 0, at most 20 detections per image count, and
-    AP_E/AP_M/AP_H are the AP of the images whose crowd index is below 0.2, below 0.8, or above
+    AP_easy/medium/hard are the AP of the images whose crowd index is below 0.2, below 0.8, or above
     (``hhrnet.data.crowd``; the evaluator rounds them to 4 decimals).  The evaluator re-reads the ground
     truth from a file to split it, so the images of ``image_ids`` are written to a temporary one.
     """

@@ -26,7 +26,8 @@ import yaml
 
 from .config import Config, ConfigError, preset, to_dict
 
-METRIC_KEYS = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50")
+# COCO rows carry AP_M / AP_L (area), CrowdPose rows AP_easy / AP_medium / AP_hard (crowd index)
+METRIC_KEYS = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AP_easy", "AP_medium", "AP_hard")
 
 
 class StudyError(RuntimeError):
@@ -135,7 +136,10 @@ class Study:
         data = self.profile(profile)["data"]
         if "synthetic" in data:
             syn = data["synthetic"]
-            scene = hashlib.sha1(json.dumps(syn.get("scene", {}), sort_keys=True).encode()).hexdigest()[:8]
+            # the keypoint set joins the scene knobs in the folder's hash only when it is not COCO's, so the
+            # cached COCO sets keep their names
+            knobs = {**syn.get("scene", {}), **({"keypoints": syn["keypoints"]} if "keypoints" in syn else {})}
+            scene = hashlib.sha1(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:8]
             root = self.cache / "data" / f"synthetic_{syn['size']}_{syn['train']}_{syn['val']}_seed{syn['seed']}_{scene}"
             return {"data_root": str(root), "train_split": "train", "val_split": "val", "synthetic": syn}
         coco = data["coco"]
@@ -255,7 +259,8 @@ def ensure_data(study: Study, profile: str, log=print) -> None:
 
 
 def generate_synthetic(root: str | Path, syn: dict[str, Any]) -> None:
-    """Generate (or find cached) a profile's synthetic set: sizes and seed, plus ``scene`` knobs."""
+    """Generate (or find cached) a profile's synthetic set: sizes and seed, plus ``scene`` knobs and the
+    ``keypoints`` set (COCO's by default; ``crowdpose`` writes CrowdPose-format crowds)."""
     from .data.synthetic import SyntheticConfig, generate
 
     scene = {k: tuple(v) if isinstance(v, list) else v for k, v in syn.get("scene", {}).items()}
@@ -264,7 +269,7 @@ def generate_synthetic(root: str | Path, syn: dict[str, Any]) -> None:
     except (TypeError, ValueError) as err:
         raise StudyError(f"data.synthetic.scene in experiments/rows.yaml: {err}") from None
     generate(out_dir=root, n_train=syn["train"], n_val=syn["val"], size=syn["size"], seed=syn["seed"],
-             config=config)
+             config=config, keypoints=syn.get("keypoints", "coco"))
 
 
 def execute(study: Study, profile: str, run: Run, code: str) -> None:
@@ -335,7 +340,8 @@ def train_for_study(cfg: Config, checkpoint_dir: str | Path, synthetic: dict[str
 
 
 def evaluate_for_study(cfg: Config, checkpoint: str | Path, out_dir: str | Path) -> tuple[dict[str, Any], Any]:
-    """COCO AP of a trained checkpoint on the validation split, with the test settings of ``cfg``."""
+    """Keypoint AP of a trained checkpoint on the validation split, with the test settings of ``cfg`` (the
+    protocol of its keypoint set: COCO's, or CrowdPose's with AP_easy / AP_medium / AP_hard)."""
     from .checkpoints import load_model
     from .inference import Predictor, evaluate_dataset
 
