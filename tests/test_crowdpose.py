@@ -459,3 +459,17 @@ def test_paper_crowdpose_training_is_the_official_config_field_by_field():
     assert mine == o
     assert SCHEDULES[tr.schedule]["warmup_iters"] == 0  # the official recipe has no warmup
     assert cfg.data.keypoint_set is CROWDPOSE_14 and cfg.model.width == 32 and tr.accumulate == 1
+
+
+def test_hhrnet_evaluate_scores_a_predictor_with_the_protocol_of_its_set(crowds):
+    import hhrnet
+    from hhrnet.inference import Predictor
+
+    cfg = _tiny(crowdpose_preset())
+    predictor = Predictor(HigherHRNet(cfg.model).eval(), cfg)
+    metrics = hhrnet.evaluate(predictor, crowds.root, "val", progress=False, limit=6)
+    assert set(CROWD_METRIC_NAMES) <= set(metrics) and "AP_M" not in metrics
+    assert metrics["images"] == 6 == sum(metrics[f"images_{name}"] for name in ("easy", "medium", "hard"))
+    coco = _tiny(preset("w32_512"))
+    with pytest.raises(DatasetError, match=r"14 joints \(crowdpose\); the config asks for 17 \(coco\)"):
+        hhrnet.evaluate(Predictor(HigherHRNet(coco.model).eval(), coco), crowds.root, "val", progress=False, limit=1)

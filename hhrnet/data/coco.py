@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import Dataset
 
 from hhrnet.config import Config, DataConfig
-from hhrnet.keypoints import KeypointSet
 from hhrnet.data import transforms
+from hhrnet.keypoints import KeypointSet, keypoint_set_for_names
 from hhrnet.targets import (counted_mask, fixed_sigma_heatmaps, is_ignored_region, joint_tag_targets,
                             scale_aware_heatmaps)
 
@@ -136,20 +136,21 @@ def _where(annotation_file: Path, ann: Mapping[str, Any]) -> str:
 
 def file_keypoint_set(coco: Mapping[str, Any]) -> KeypointSet | None:
     """The registered keypoint set a COCO-format file's category names (its ``keypoints`` list), or None."""
-    from hhrnet.keypoints import keypoint_set_for_names
-
     names = [c.get("keypoints") for c in coco.get("categories") or [] if c.get("keypoints")]
     return keypoint_set_for_names(names[0]) if len(names) == 1 else None
 
 
 def check_file_keypoints(coco: Mapping[str, Any], keypoints: KeypointSet, path: Path | str) -> None:
-    """Refuse a file whose category lists other joints than ``keypoints`` (no category: nothing to check)."""
+    """Refuse, in one line, a file whose category has another joint count than ``keypoints``, or names
+    another registered set; a custom file with its own names for as many joints passes."""
     names = [c.get("keypoints") for c in coco.get("categories") or [] if c.get("keypoints")]
-    if len(names) == 1 and tuple(names[0]) != keypoints.names:
-        found = file_keypoint_set(coco)
-        what = f"{len(names[0])} joints ({found.name})" if found else f"{len(names[0])} joints ({', '.join(names[0][:3])}, ...)"
-        raise DatasetError(f"{path}: the file's category has {what}; the config asks for "
-                           f"{keypoints.num_joints} ({keypoints.name}): set data.keypoints to the file's set")
+    if len(names) != 1:
+        return
+    found = file_keypoint_set(coco)
+    if len(names[0]) != keypoints.num_joints or (found is not None and found is not keypoints):
+        what = found.name if found else ", ".join(names[0][:3]) + ", ..."
+        raise DatasetError(f"{path}: the file's category has {len(names[0])} joints ({what}); the config asks "
+                           f"for {keypoints.num_joints} ({keypoints.name}): set data.keypoints to the file's set")
 
 
 def _image_index(images: list, path: Path) -> dict[int, Mapping[str, Any]]:
