@@ -422,7 +422,7 @@ def paper_crowdpose_training():
     training = rows["trainings"]["crowdpose_w32_512"]
     data = training["data"]["crowdpose"]
     cfg = preset(training["preset"]).override(**training.get("changes", {}),
-                                              **training["profiles"]["paper"]["changes"],
+                                              **training["profile_changes"]["paper"],
                                               **{"train.data_root": data["root"], "train.train_split": data["train_split"],
                                                  "train.val_split": data["val_split"]})
     return cfg, rows
