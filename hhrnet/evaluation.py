@@ -231,9 +231,9 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
 
     The split is ``root`` + ``split`` or an ``annotation_file`` + ``image_dir`` (``hhrnet.data.coco_paths``);
     the keypoint set is the predictor's config's and must be the file's (its category's joint names);
-    its protocol decides the numbers (``score``).  CrowdPose adds ``images_easy/medium/hard``.  With ``out_dir``: writes ``results.json`` (COCO result
+    its protocol decides the numbers (``score``).  With ``out_dir``: writes ``results.json`` (COCO result
     entries), ``metrics.json`` and ``metrics.md``.  Returns the metrics plus ``images``, ``people`` and
-    ``seconds_per_image``.
+    ``seconds_per_image`` (CrowdPose: also ``images_easy``, ``images_medium``, ``images_hard``).
     """
     from tqdm import tqdm
 

@@ -11,8 +11,8 @@ How a scene is made (three pure steps):
    front, back, profile or anything between, random joint angles, proportions, clothes, textures),
    projected orthographically to 2-D drawing primitives (tapered capsules, ellipses, trapezoids) sorted
    back to front, plus the keypoints of a keypoint set (COCO's 17 by default, or CrowdPose's 14 with
-   head top and neck: ``generate(keypoints="crowdpose")`` also writes each image's ``crowdIndex``), occluders, a background and sensor
-   noise.  Left and right are decidable the way they are for real people: the face (eyes, nose, mouth)
+   head top and neck: ``generate(keypoints="crowdpose")`` also writes each image's ``crowdIndex``),
+   occluders, a background and sensor noise.  Left and right are decidable the way they are for real people: the face (eyes, nose, mouth)
    shows only when the head faces the camera, feet point forward, and the far-side limbs are painted
    behind the torso.
 2. ``render_scene(scene)`` -> :class:`Render`: coverage from signed distances evaluated at pixel centres
@@ -53,7 +53,8 @@ COCO_KEYPOINT_NAMES: tuple[str, ...] = KEYPOINTS.names
 COCO_SKELETON: tuple[tuple[int, int], ...] = tuple((a + 1, b + 1) for a, b in KEYPOINTS.skeleton)  # 1-based
 
 __all__ = [
-    "KEYPOINTS", "BODY_JOINTS", "CROWD_SCENES", "SPLITS", "FORMAT_VERSION", "SyntheticConfig", "Primitive", "Joint", "Person", "Scene", "Render",
+    "KEYPOINTS", "BODY_JOINTS", "CROWD_SCENES", "SPLITS", "FORMAT_VERSION",
+    "SyntheticConfig", "Primitive", "Joint", "Person", "Scene", "Render",
     "mirror_scene", "render_scene", "sample_scene", "annotate_scene", "flip_annotations", "mask_to_rle",
     "coco_categories", "SyntheticDataset", "dataset_paths", "image_rng", "generate",
 ]
