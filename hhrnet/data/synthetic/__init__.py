@@ -12,9 +12,9 @@ How a scene is made (three pure steps):
    projected orthographically to 2-D drawing primitives (tapered capsules, ellipses, trapezoids) sorted
    back to front, plus the keypoints of a keypoint set (COCO's 17 by default, or CrowdPose's 14 with
    head top and neck: ``generate(keypoints="crowdpose")`` also writes each image's ``crowdIndex``),
-   occluders, a background and sensor noise.  Left and right are decidable the way they are for real people: the face (eyes, nose, mouth)
-   shows only when the head faces the camera, feet point forward, and the far-side limbs are painted
-   behind the torso.
+   occluders, a background and sensor noise.  Left and right are decidable the way they are for real
+   people: the face (eyes, nose, mouth) shows only when the head faces the camera, feet point forward,
+   and the far-side limbs are painted behind the torso.
 2. ``render_scene(scene)`` -> :class:`Render`: coverage from signed distances evaluated at pixel centres
    with numpy, so the rasterizer is mirror-exact by construction.
 3. ``annotate_scene(scene, render)`` -> COCO annotations: ``v=2`` when the joint's own body part is the
