@@ -473,3 +473,13 @@ def test_hhrnet_evaluate_scores_a_predictor_with_the_protocol_of_its_set(crowds)
     coco = _tiny(preset("w32_512"))
     with pytest.raises(DatasetError, match=r"14 joints \(crowdpose\); the config asks for 17 \(coco\)"):
         hhrnet.evaluate(Predictor(HigherHRNet(coco.model).eval(), coco), crowds.root, "val", progress=False, limit=1)
+
+
+def test_diagnostics_score_with_the_crowdpose_protocol(crowds):
+    """Perfect maps of 14 joints through the unchanged test pipeline: the ceiling is near 1 on crowds."""
+    from hhrnet.diagnostics import diagnostics
+    from hhrnet.inference import Predictor
+
+    cfg = _tiny(crowdpose_preset()).override(**{"input_size": 128})
+    out = diagnostics(Predictor(HigherHRNet(cfg.model).eval(), cfg), crowds.root, "val", limit=6)
+    assert out["n_images"] == 6 and out["AP_ceiling"] > 0.8, out
