@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[book,dev]"
+	# xtcocotools (the CrowdPose evaluator) from source: its wheels are built against numpy 1.x and
+	# fail to import on numpy 2; its setup.py imports numpy, hence no build isolation
+	$(PY) -m pip install -q numpy cython setuptools
+	$(PY) -m pip install -q --no-build-isolation --no-binary xtcocotools "xtcocotools>=1.14"
+	$(PY) -m pip install -q -e ".[book,crowdpose,dev]"
 	touch $@
 
 test: $(STAMP)

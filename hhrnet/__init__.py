@@ -13,7 +13,7 @@ from importlib import import_module
 from typing import Any
 
 from .config import Config, ModelConfig, preset
-from .keypoints import COCO_17, KeypointSet, keypoint_set
+from .keypoints import COCO_17, CROWDPOSE_14, KeypointSet, keypoint_set
 from .model import HigherHRNet, count_flops, count_parameters
 
 # Imported on first use, so ``import hhrnet`` does not pull in OpenCV or pycocotools.
@@ -21,7 +21,7 @@ _LAZY = {"Predictor": "inference", "Poses": "inference", "Maps": "inference", "l
          "evaluate": "evaluation"}
 
 __all__ = ["Config", "ModelConfig", "HigherHRNet", "preset", "count_parameters", "count_flops", "KeypointSet",
-           "COCO_17", "keypoint_set", *_LAZY]
+           "COCO_17", "CROWDPOSE_14", "keypoint_set", *_LAZY]
 __version__ = "0.1.0"
 
 

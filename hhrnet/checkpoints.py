@@ -20,6 +20,7 @@ wrongly shaped keys, so a silently half-loaded model is impossible.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import warnings
 from collections import OrderedDict
@@ -30,6 +31,7 @@ import torch
 
 from .config import Config, ConfigError, ModelConfig, from_dict, preset
 from .io import HHRNET_FORMAT, atomic_torch_save, checkpoint_payload  # noqa: F401 (atomic_torch_save re-exported)
+from .keypoints import keypoint_set, registered
 from .model import HigherHRNet
 
 PREFIXES = ("module.", "backbone.", "keypoint_head.")
@@ -161,11 +163,33 @@ def infer_model_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
         raise CheckpointError(f"cannot infer the network structure from the state dict: {err}") from None
 
 
+def checkpoint_keypoints(state: Mapping[str, torch.Tensor], embedded: Mapping[str, Any] | None) -> tuple[int, str]:
+    """How many joints a checkpoint predicts and the name of its keypoint set (guessed from the count
+    for files without an embedded config: the registered set with that many joints, if exactly one)."""
+    if embedded is not None:
+        kset = from_dict(embedded).data.keypoint_set
+        return kset.num_joints, kset.name
+    num_joints = infer_model_config(state).num_joints
+    same = [name for name in registered() if keypoint_set(name).num_joints == num_joints]
+    return num_joints, same[0] if len(same) == 1 else "an unnamed keypoint set"
+
+
+def check_keypoints(source: str, state: Mapping[str, torch.Tensor], embedded: Mapping[str, Any] | None,
+                    cfg: Config) -> None:
+    """Refuse, in one line, a checkpoint trained for other joints than ``cfg``'s keypoint set."""
+    kset = cfg.data.keypoint_set
+    num_joints, name = checkpoint_keypoints(state, embedded)
+    if num_joints != kset.num_joints or (embedded is not None and name != kset.name):
+        raise CheckpointError(f"checkpoint {source} has {num_joints} joints ({name}); the config asks for "
+                              f"{kset.num_joints} ({kset.name})")
+
+
 def resolve_config(path: str | Path, requested: Config | str | None = None) -> tuple[OrderedDict[str, torch.Tensor], Config, str]:
     """State dict, the config to build it with, and a note on how the config was chosen.
 
     Precedence: the config embedded in an hhrnet checkpoint, then the requested preset/config, then
-    the structure inferred from the tensors (with the preset of that width for everything else).
+    the structure inferred from the tensors (with the preset of that width for everything else).  A
+    requested config whose keypoint set differs from the checkpoint's is refused (``check_keypoints``).
     """
     path, published = locate(path, network=True)
     state, embedded = read_checkpoint(path)
@@ -173,6 +197,8 @@ def resolve_config(path: str | Path, requested: Config | str | None = None) -> t
         requested = published.preset  # the input size (512/640) is not in the tensors
     if isinstance(requested, str):
         requested = preset(requested)
+    if requested is not None:
+        check_keypoints(str(path), state, embedded, requested)
     if embedded is not None:
         cfg = from_dict(embedded)
         note = "config embedded in the checkpoint"
@@ -183,7 +209,12 @@ def resolve_config(path: str | Path, requested: Config | str | None = None) -> t
         return state, requested, f"requested config {requested.name!r}"
     model_cfg = infer_model_config(state)
     base = next((preset(n) for n in ("w32_512", "w48_512") if preset(n).model.width == model_cfg.width), preset("w32_512"))
-    return state, Config(name=f"inferred_w{model_cfg.width}", input_size=base.input_size, model=model_cfg), \
+    num_joints, name = checkpoint_keypoints(state, None)
+    if name not in registered():
+        raise CheckpointError(f"checkpoint {path} has {num_joints} joints and no config; give one whose "
+                              f"data.keypoints names its keypoint set")
+    data = dataclasses.replace(base.data, keypoints=name)
+    return state, Config(name=f"inferred_w{model_cfg.width}", input_size=base.input_size, model=model_cfg, data=data), \
         "structure inferred from the checkpoint's tensors"
 
 

@@ -53,7 +53,8 @@ def config_from_args(args: argparse.Namespace) -> Config | None:
 
 
 def add_config_options(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--config", required=required, help="preset (w32_512, w32_640, w48_512, w48_640) or YAML file")
+    p.add_argument("--config", required=required,
+                   help="preset (w32_512, w32_640, w48_512, w48_640, crowdpose_w32_512) or YAML file")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. --set model.width=8 (repeatable)")
 
@@ -102,8 +103,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
     from .data.synthetic import generate
 
     dataset = generate(out_dir=args.out, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
-                       workers=args.workers, image_format=args.format, force=args.force)
-    print(f"synthetic COCO keypoints dataset in {dataset.root}")
+                       workers=args.workers, image_format=args.format, force=args.force, keypoints=args.keypoints)
+    print(f"synthetic {args.keypoints} keypoints dataset (COCO format) in {dataset.root}")
 
 
 def test_config_from_args(args: argparse.Namespace):
@@ -128,7 +129,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    """COCO keypoint AP of a checkpoint on a COCO-format split; JSON + markdown summary in ``--out``."""
+    """Keypoint AP of a checkpoint on a COCO-format split (the protocol of its keypoint set: COCO or
+    CrowdPose); JSON + markdown summary in ``--out``."""
     from .evaluation import metrics_markdown
     from .inference import Predictor, evaluate_dataset
 
@@ -188,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.add_argument("--format", choices=("png", "jpg"), default="png")
+    p.add_argument("--keypoints", choices=("coco", "crowdpose"), default="coco",
+                   help="joints per person; crowdpose also writes each image's crowdIndex")
     p.add_argument("--force", action="store_true", help="regenerate even if DIR holds this exact dataset")
     p.set_defaults(run=cmd_synth)
 

@@ -31,7 +31,7 @@ import torch
 from hhrnet.config import Config
 from hhrnet.data.coco import coco_paths, read_rgb_image
 from hhrnet.data.transforms import affine_matrix, input_size_at_scale, warp_points
-from hhrnet.evaluation import coco_results, evaluate_coco, load_ground_truth
+from hhrnet.evaluation import coco_results, load_ground_truth, score
 from hhrnet.grouping import group
 from hhrnet.inference import Poses, ScaleOutputs, aggregate
 from hhrnet.targets import fixed_sigma_heatmaps
@@ -237,8 +237,8 @@ def diagnostics(predictor: Any, root: str | Path | None = None, split: str | Non
         if not ids:
             return float("nan")
         keep = set(ids)
-        return evaluate_coco(gt, [r for r in entries if r["image_id"] in keep], ids, backend=backend,
-                             keypoints=predictor.cfg.data.keypoint_set)["AP"]
+        return score(gt, [r for r in entries if r["image_id"] in keep], ids, predictor.cfg.data.keypoint_set,
+                     backend=backend)["AP"]  # the protocol of the predictor's keypoint set
 
     out: dict[str, Any] = {
         "AP": ap(results["network"], image_ids),

@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from .checkpoints import load_file, load_pretrained_backbone, load_state_dict_strict, read_checkpoint
+from .checkpoints import check_keypoints, load_file, load_pretrained_backbone, load_state_dict_strict, read_checkpoint
 from .config import Config, from_dict, save_config, to_dict
 from .data.coco import CocoKeypoints
 from .io import append_jsonl, atomic_torch_save, checkpoint_payload, read_jsonl, remove_stale_temps, write_jsonl
@@ -291,7 +291,8 @@ def build_model(cfg: Config, rt: Runtime, network: Callable[[Config], nn.Module]
     if cfg.train.pretrained:
         load_pretrained_backbone(model, cfg.train.pretrained)
     if cfg.train.init_from:
-        state, _ = read_checkpoint(cfg.train.init_from)
+        state, embedded = read_checkpoint(cfg.train.init_from)
+        check_keypoints(f"train.init_from {cfg.train.init_from}", state, embedded, cfg)
         load_state_dict_strict(model, state, source=f"train.init_from {cfg.train.init_from}")
     model.to(rt.device)
     if rt.world > 1:

@@ -1,8 +1,11 @@
-"""COCO keypoint AP/AR of predicted poses.
+"""Keypoint AP/AR of predicted poses, with the protocol of the keypoint set (COCO or CrowdPose).
 
 ``coco_results`` turns one image's ``Poses`` into COCO result entries (one per person, as the reference
 writes them); ``evaluate_coco`` scores a list of entries with ``COCOeval(gt, dt, "keypoints")``, using
-the OKS sigmas and area ranges of the keypoint set; ``evaluate`` runs a predictor over a whole split.
+the OKS sigmas and area ranges of the keypoint set; ``evaluate_crowdpose`` scores them with the
+CrowdPose protocol (xtcocotools' ``keypoints_crowd``: no area ranges, AP of the easy / medium / hard
+images by crowd index); ``score`` picks the protocol of the set; ``evaluate`` runs a predictor over a
+whole split.
 
 pycocotools is the reference.  ``backend="hotcoco"`` uses the faster Rust re-implementation ``hotcoco``
 (optional dependency), which the tests check gives the same ten numbers on our data; ``"auto"`` picks
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import time
 import warnings
 from pathlib import Path
@@ -21,10 +25,18 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from hhrnet.keypoints import COCO_17, KeypointSet
+from hhrnet.keypoints import COCO_17, CROWDPOSE_14, KeypointSet
 
 # COCOeval's ten summary numbers, in its order: the one list of metric names.
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AR75", "AR_M", "AR_L")
+# The CrowdPose evaluator's nine numbers, in its order: the last three are the published AP(E), AP(M),
+# AP(H), the AP of the easy / medium / hard images (named in full: COCO's AP_M is medium *area*).
+CROWD_METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard")
+
+
+def metric_names(keypoints: KeypointSet = COCO_17) -> tuple[str, ...]:
+    """The summary numbers of the set's protocol."""
+    return CROWD_METRIC_NAMES if keypoints.protocol == "crowdpose" else METRIC_NAMES
 PERSON_CATEGORY = COCO_17.category_id  # kept for old imports
 
 
@@ -54,6 +66,8 @@ def load_ground_truth(gt: Any) -> Any:
 
 def _area_ranges(keypoints: KeypointSet) -> list[list[float]]:
     """COCOeval's keypoint area ranges (all, medium, large) from the set's sqrt(area) bounds."""
+    if keypoints.area_bounds is None:  # no area ranges: every range is "all"
+        return [[0 ** 2, 1e5 ** 2]] * 3
     low, high = keypoints.area_bounds
     return [[0 ** 2, 1e5 ** 2], [low ** 2, high ** 2], [high ** 2, 1e5 ** 2]]
 
@@ -134,11 +148,90 @@ def evaluate_coco(gt: Any, results: Iterable[dict[str, Any]], image_ids: Sequenc
     return {name: float(v) for name, v in zip(METRIC_NAMES, stats)}
 
 
+XTCOCOTOOLS_INSTALL = ("pip install cython setuptools numpy && pip install --no-build-isolation --no-binary "
+                       "xtcocotools xtcocotools")
+
+
+def _xtcocotools() -> tuple[Any, Any]:
+    """xtcocotools' ``COCO`` and ``COCOeval``, or an ImportError that says how to install it.
+
+    Its published wheels are compiled against numpy 1.x and fail to import on numpy 2 ("dtype size
+    changed"); built from source against the installed numpy it works (``XTCOCOTOOLS_INSTALL``).
+    """
+    try:
+        from xtcocotools.coco import COCO
+        from xtcocotools.cocoeval import COCOeval
+    except (ImportError, ValueError) as err:
+        raise ImportError(f"CrowdPose evaluation needs xtcocotools built for this numpy ({err}); install it "
+                          f"with: {XTCOCOTOOLS_INSTALL}") from None
+    return COCO, COCOeval
+
+
+def _dataset_of(gt: Any) -> dict[str, Any]:
+    if isinstance(gt, (str, Path)):
+        return json.loads(Path(gt).read_text())
+    return gt.dataset if hasattr(gt, "dataset") else gt
+
+
+def evaluate_crowdpose(gt: Any, results: Iterable[dict[str, Any]], image_ids: Sequence[int] | None = None,
+                       keypoints: KeypointSet = CROWDPOSE_14) -> dict[str, float]:
+    """``{"AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard"}``, CrowdPose's protocol.
+
+    ``gt``: a CrowdPose-format annotation file (images carry ``crowdIndex``), its dict or a COCO object.
+    xtcocotools' ``keypoints_crowd`` with the set's sigmas and ``use_area=False``: OKS uses 0.53 × the
+    box area, people are ignored when ``num_keypoints`` is 0, at most 20 detections per image count, and
+    AP_easy/medium/hard are the AP of the images whose crowd index is below 0.2, below 0.8, or above
+    (``hhrnet.data.crowd``; the evaluator rounds them to 4 decimals).  The evaluator re-reads the ground
+    truth from a file to split it, so the images of ``image_ids`` are written to a temporary one.
+    """
+    import tempfile
+
+    COCO, COCOeval = _xtcocotools()
+    dataset = _dataset_of(gt)
+    image_ids = sorted(int(i["id"]) for i in dataset["images"]) if image_ids is None else sorted(image_ids)
+    results = list(results)
+    if not results:
+        return dict.fromkeys(CROWD_METRIC_NAMES, 0.0)
+    missing = [i["id"] for i in dataset["images"] if "crowdIndex" not in i][:3]
+    if missing:
+        raise ValueError(f"CrowdPose evaluation needs 'crowdIndex' on every image; images {missing} have none "
+                         "(hhrnet.data.crowd.crowd_index computes it from the annotations)")
+    wanted = set(image_ids)
+    subset = {**dataset, "images": [i for i in dataset["images"] if int(i["id"]) in wanted],
+              "annotations": [a for a in dataset["annotations"] if int(a["image_id"]) in wanted]}
+    with tempfile.TemporaryDirectory(prefix="hhrnet_crowdpose_") as tmp:
+        path = Path(tmp) / "ground_truth.json"
+        path.write_text(json.dumps(subset))
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO(str(path))
+            dt = coco_gt.loadRes(copy.deepcopy(results))
+            ev = COCOeval(coco_gt, dt, "keypoints_crowd", sigmas=np.array(keypoints.sigmas), use_area=False)
+            ev.params.imgIds = image_ids
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+    return {name: float(v) for name, v in zip(CROWD_METRIC_NAMES, ev.stats)}
+
+
+def score(gt: Any, results: Iterable[dict[str, Any]], image_ids: Sequence[int] | None = None,
+          keypoints: KeypointSet = COCO_17, backend: str = "pycocotools") -> dict[str, float]:
+    """The summary numbers of ``results`` with the protocol of ``keypoints`` (COCO or CrowdPose).
+
+    ``backend`` chooses the COCO evaluator; CrowdPose is always xtcocotools (``hotcoco`` is refused).
+    """
+    if keypoints.protocol == "crowdpose":
+        if backend not in ("pycocotools", "auto", "xtcocotools"):
+            raise ValueError(f"backend {backend!r} has no CrowdPose protocol; CrowdPose is scored by xtcocotools")
+        return evaluate_crowdpose(gt, results, image_ids, keypoints)
+    return evaluate_coco(gt, results, image_ids, backend=backend, keypoints=keypoints)
+
+
 def metrics_markdown(metrics: dict[str, Any], title: str = "COCO keypoints") -> str:
-    """A one-row markdown table of the ten COCO numbers (in percent), for summaries and the book."""
-    header = "| " + " | ".join(METRIC_NAMES) + " |"
-    rule = "|" + "---|" * len(METRIC_NAMES)
-    row = "| " + " | ".join(f"{100 * metrics[name]:.1f}" for name in METRIC_NAMES) + " |"
+    """A one-row markdown table of the protocol's numbers (in percent), for summaries and the book."""
+    names = METRIC_NAMES if all(n in metrics for n in METRIC_NAMES) else CROWD_METRIC_NAMES
+    header = "| " + " | ".join(names) + " |"
+    rule = "|" + "---|" * len(names)
+    row = "| " + " | ".join(f"{100 * metrics[name]:.1f}" for name in names) + " |"
     return f"### {title}\n\n{header}\n{rule}\n{row}\n"
 
 
@@ -149,12 +242,14 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
              annotation_file: str | Path | None = None, image_dir: str | Path | None = None,
              out_dir: str | Path | None = None, backend: str = "pycocotools", progress: bool = True,
              limit: int | None = None) -> dict[str, Any]:
-    """COCO keypoint AP of a ``Predictor`` on a COCO-format split (every image of it, as the reference).
+    """Keypoint AP of a ``Predictor`` on a COCO-format split (every image of it, as the reference).
 
     The split is ``root`` + ``split`` or an ``annotation_file`` + ``image_dir`` (``hhrnet.data.coco_paths``);
-    the keypoint set is the predictor's config's.  With ``out_dir``: writes ``results.json`` (COCO result
-    entries), ``metrics.json``, ``metrics.md`` and ``matches.npz`` (for ``hhrnet.stats`` intervals).  Returns the metrics plus ``images``, ``people`` and
-    ``seconds_per_image``.
+    the keypoint set is the predictor's config's and must be the file's (its category's joint names);
+    its protocol decides the numbers (``score``).  With ``out_dir``: writes ``results.json`` (COCO result
+    entries), ``metrics.json``, ``metrics.md`` and ``matches.npz`` (for ``hhrnet.stats`` intervals).  Returns
+    the metrics plus ``images``, ``people`` and ``seconds_per_image`` (CrowdPose: also ``images_easy``,
+    ``images_medium``, ``images_hard``).
     """
     from tqdm import tqdm
 
@@ -162,7 +257,7 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
 
     keypoints = predictor.cfg.data.keypoint_set
     ann_path, img_dir = coco_paths(root, split, annotation_file, image_dir)
-    validate_ground_truth(ann_path, img_dir, keypoints.num_joints)  # never score unchecked ground truth
+    validate_ground_truth(ann_path, img_dir, keypoints.num_joints, keypoints)  # never score unchecked ground truth
     gt = load_ground_truth(ann_path)
     image_ids = sorted(gt.getImgIds())[:limit]
     results = []
@@ -172,8 +267,15 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
         image = read_rgb_image(img_dir / info["file_name"], (info["height"], info["width"]))
         results.extend(coco_results(image_id, predictor.predict([image])[0], keypoints))
     seconds = (time.perf_counter() - start) / max(1, len(image_ids))
-    metrics: dict[str, Any] = evaluate_coco(gt, results, image_ids, backend=backend, keypoints=keypoints)
+    metrics: dict[str, Any] = score(gt if keypoints.protocol == "coco" else ann_path, results, image_ids,
+                                    keypoints=keypoints, backend=backend)
     metrics.update(images=len(image_ids), people=len(results), seconds_per_image=seconds)
+    if keypoints.protocol == "crowdpose":
+        from hhrnet.data.crowd import SPLIT_NAMES, images_by_split
+
+        chosen = set(image_ids)
+        splits = images_by_split(i for i in gt.dataset["images"] if i["id"] in chosen)
+        metrics.update({f"images_{name}": len(splits[name]) for name in SPLIT_NAMES})
     if out_dir is not None:
         from hhrnet.io import atomic_write, atomic_write_json
         from hhrnet.stats import match_table

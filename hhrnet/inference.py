@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hhrnet.config import PRESETS, Config, TestConfig, preset
+from hhrnet.config import Config, TestConfig, preset, preset_names
 from hhrnet.data.transforms import (affine_matrix, normalize_image, resize_align, input_size_at_scale,
                                     warp_points)
 from hhrnet.evaluation import evaluate as evaluate_dataset  # noqa: F401  (its former home)
@@ -211,8 +211,8 @@ def load_model(source: str | Path, config: Config | str | None = None,
     published name (``"w32_512"``, fetched once, see ``hhrnet.hub``); ``weights=False`` builds the
     preset ``source`` untrained, to look at shapes without any download."""
     if not weights:
-        if source not in PRESETS:
-            raise ValueError(f"weights=False builds a preset ({', '.join(PRESETS)}), got {source!r}")
+        if source not in preset_names():
+            raise ValueError(f"weights=False builds a preset ({', '.join(preset_names())}), got {source!r}")
         cfg = preset(str(source)) if config is None else (preset(config) if isinstance(config, str) else config)
         return HigherHRNet(cfg.model).eval(), cfg
     from hhrnet.checkpoints import load_model as load_checkpoint

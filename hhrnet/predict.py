@@ -145,7 +145,7 @@ def predict_inputs(predictor: Any, items: Sequence[str | Path], out_dir: str | P
                 report.images += 1
                 report.people += len(entries)
                 if draw:
-                    _write_drawing(out_dir / item.name, image, poses, min_score)
+                    _write_drawing(out_dir / item.name, image, poses, min_score, getattr(predictor, "keypoints", None))
             bar.update(len(chunk))
         for item in (i for i in inputs if i.is_video):
             try:
@@ -186,18 +186,20 @@ def _entries(image_id: int, poses: Any) -> list[dict[str, Any]]:
              "score": round(float(s), 6)} for k, s in zip(poses.keypoints, poses.scores)]
 
 
-def _drawn(image: np.ndarray, poses: Any, min_score: float) -> np.ndarray:
+def _drawn(image: np.ndarray, poses: Any, min_score: float, kset: Any = None) -> np.ndarray:
+    """The people scoring ``min_score`` or more drawn with ``kset``'s skeleton (the predictor's set)."""
+    from .keypoints import COCO_17
     from .viz import draw_poses
 
     people = [k for k, s in zip(poses.keypoints, poses.scores) if s >= min_score]
-    return draw_poses(image, people) if people else image
+    return draw_poses(image, people, kset=kset if kset is not None else COCO_17) if people else image
 
 
-def _write_drawing(path: Path, image: np.ndarray, poses: Any, min_score: float) -> None:
+def _write_drawing(path: Path, image: np.ndarray, poses: Any, min_score: float, kset: Any = None) -> None:
     import cv2
 
     suffix = path.suffix.lower() if path.suffix.lower() in IMAGE_SUFFIXES else ".png"
-    ok, data = cv2.imencode(suffix, cv2.cvtColor(_drawn(image, poses, min_score), cv2.COLOR_RGB2BGR))
+    ok, data = cv2.imencode(suffix, cv2.cvtColor(_drawn(image, poses, min_score, kset), cv2.COLOR_RGB2BGR))
     if not ok:
         raise ImageReadError(f"{path}: OpenCV cannot encode {suffix}")
     atomic_write(path, data.tobytes())
@@ -247,7 +249,8 @@ def _predict_video(predictor: Any, item: Input, out_dir: Path, min_score: float,
                         partial.parent.mkdir(parents=True, exist_ok=True)
                         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if target.suffix.lower() == ".avi" else "mp4v"))
                         writer = cv2.VideoWriter(str(partial), fourcc, fps, (image.shape[1], image.shape[0]))
-                    writer.write(cv2.cvtColor(_drawn(image, poses, min_score), cv2.COLOR_RGB2BGR))
+                    writer.write(cv2.cvtColor(_drawn(image, poses, min_score, getattr(predictor, "keypoints", None)),
+                                              cv2.COLOR_RGB2BGR))
         if count == 0:
             raise ImageReadError(f"{item.path}: video has no readable frame")
         if writer is not None:

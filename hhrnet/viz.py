@@ -159,7 +159,7 @@ def plot_person_heights(datasets: Mapping[str, str | Path | Mapping], bins: int 
     the small/medium/large limits of the keypoint set (which decide AP(M) and AP(L))."""
     import matplotlib.pyplot as plt
 
-    low, high = kset.area_bounds
+    low, high = kset.area_bounds or COCO_17.area_bounds  # a set without area ranges: COCO's, for reference
 
     fig, (ax_h, ax_a) = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, source in datasets.items():

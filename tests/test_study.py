@@ -62,8 +62,8 @@ def test_published_rows_name_real_evaluations():
     study = Study.load(EXPERIMENTS)
     for source in study.spec["published"].values():
         assert source["source"] and source["url"]
-        for row in source["rows"]:
-            assert row["evaluation"] in study.spec["evaluations"]
+        for row in source["rows"]:  # a study evaluation, or a label (a published row the study does not reproduce)
+            assert row["evaluation"] in study.spec["evaluations"] if "evaluation" in row else row["label"]
             assert 0.6 < row["AP"] < 0.75
 
 

@@ -76,6 +76,21 @@ def test_an_evaluation_of_published_weights_needs_no_training(tmp_path):
     (lambda s: s["evaluations"]["w32_512_ms"].update(test={"test.scales": [2.0, 0.5]}), r"evaluations.w32_512_ms.test: .*must contain 1.0"),
     (lambda s: s.pop("families"), r"top-level key 'families' must be a non-empty mapping"),
     (lambda s: s["published"]["mmpose"]["rows"].append({"evaluation": "nope"}), r"published.mmpose: row names unknown evaluation 'nope'"),
+    (lambda s: s["published"]["official_crowdpose"]["rows"][0].update(evaluation="crowdpose_w32_512_ss"),
+     r"published.official_crowdpose: a row gives exactly one of 'evaluation'"),
+    (lambda s: s["trainings"]["crowdpose_w32_512"]["data"]["synthetic"].update(keypoints="mpii"),
+     r"trainings.crowdpose_w32_512.data.synthetic.keypoints: expected a keypoint set"),
+    (lambda s: s["trainings"]["crowdpose_w32_512"]["data"]["synthetic"].pop("keypoints"),
+     r"trainings.crowdpose_w32_512: its keypoint set is 'crowdpose' but profile '\w+' generates 'coco' data"),
+    (lambda s: s["trainings"]["crowdpose_w32_512"]["data"].pop("crowdpose"),
+     r"trainings.crowdpose_w32_512: its keypoint set is 'crowdpose' but profile 'paper' reads COCO"),
+    (lambda s: s["trainings"]["crowdpose_w32_512"]["data"].update(hdf5={}), r"trainings.crowdpose_w32_512.data: unknown key 'hdf5'"),
+    (lambda s: s["trainings"]["crowdpose_w32_512"]["profile_changes"].update(gpu={}),
+     r"trainings.crowdpose_w32_512.profile_changes: unknown profile 'gpu'"),
+    (lambda s: s["trainings"]["crowdpose_w32_512"]["profile_changes"]["paper"].update({"train.nope": 1}),
+     r"trainings.crowdpose_w32_512.profile_changes.paper: "),
+    (lambda s: s["families"]["crowds"].update(expect=["crowdpose_w32_512_ss.AP_tiny > crowdpose_w32_512_ss"]),
+     r"families.crowds.expect: .*unknown metric 'AP_tiny'"),
 ])
 def test_rows_yaml_problems_name_file_entry_and_key(tmp_path, change, message):
     with pytest.raises(SpecError, match=r"rows.yaml: " + message):
@@ -130,7 +145,11 @@ def test_committed_cpu_results_are_still_read():
 
     study = Study.load(EXPERIMENTS)
     rows = summary_rows(study, "cpu")
-    assert len(rows) == len(study.evaluations("cpu")) and rows["w32_512_ss"]["seeds"] == 3
+    # every evaluation has committed results except the CrowdPose rows, not yet run in the cpu profile
+    # (issue #18: `python -m hhrnet study --profile cpu --only crowdpose`); then this difference is empty
+    pending = set(study.evaluations("cpu")) - set(rows)
+    assert set(rows) <= set(study.evaluations("cpu")) and rows["w32_512_ss"]["seeds"] == 3
+    assert pending <= set(study.definition.families["crowds"].evaluations)
     assert set(family_verdicts(study, "cpu")) == set(study.definition.families)
 
 
@@ -213,3 +232,51 @@ def test_stamps_do_not_depend_on_where_the_repository_or_cache_is(tmp_path, monk
         stamps.append({r.name: run_stamp(study, r, "code") for r in study.runs("cpu")})
         assert any(str(tmp_path / where) in json.dumps(r.parameters) for r in study.runs("cpu"))
     assert stamps[0] == stamps[1]
+
+
+def test_cpu_profiles_plan_the_crowdpose_rows_on_synthetic_crowds():
+    """The CrowdPose training and its three evaluations run in every CPU profile, with the crowdpose set,
+    on CrowdPose-format synthetic crowds of their own data root (generated on demand), while the COCO
+    rows keep the profile's data."""
+    study = Study.load(EXPERIMENTS)
+    for profile in ("smoke", "default", "cpu"):
+        runs = {r.name: r for r in study.runs(profile)}
+        seeds = study.profile_spec(profile).seeds
+        for seed in seeds:
+            train = runs[f"train/crowdpose_w32_512/seed{seed}"]
+            cfg = yaml.safe_load(train.parameters["config_yaml"])
+            assert cfg["data"]["keypoints"] == "crowdpose" and cfg["model"]["num_joints"] == 14
+            synthetic = json.loads(train.parameters["synthetic_json"])
+            assert synthetic["keypoints"] == "crowdpose" and synthetic["scene"]["group_prob"] == 0.9
+            profile_data = study.profile_spec(profile).data
+            assert (synthetic["train"], synthetic["size"]) == (profile_data.train, profile_data.size)
+            root = cfg["train"]["data_root"]
+            assert root.endswith("_crowdpose") and root != study.data_spec(profile)["data_root"]
+            assert root == study.data_spec(profile, "crowdpose_w32_512")["data_root"]
+            assert cfg["train"]["pretrained"] is None  # the ImageNet backbone is the paper profile's only
+            for ev in ("crowdpose_w32_512_ss", "crowdpose_w32_512_ms", "crowdpose_w32_512_ms21"):
+                run = runs[f"eval/{ev}/seed{seed}"]
+                ecfg = yaml.safe_load(run.parameters["config_yaml"])
+                assert run.needs == (train.name,) and ecfg["data"]["keypoints"] == "crowdpose"
+                assert ecfg["train"]["data_root"] == root
+        coco = yaml.safe_load(runs["train/w32_512/seed0"].parameters["config_yaml"])
+        assert coco["data"]["keypoints"] == "coco" and coco["train"]["data_root"] == study.data_spec(profile)["data_root"]
+        roots = [d["data_root"] for d in study.data_specs(profile)]
+        assert len(roots) == 2 and root in roots  # both synthetic sets are generated when their runs need them
+    paper = study.training_config("crowdpose_w32_512", "paper")
+    assert paper.train.data_root == "data/crowd_pose" and paper.train.pretrained == "hrnet_w32_imagenet"
+    assert study.training_config("w32_512", "paper").train.data_root == "data/coco"
+
+
+def test_published_crowdpose_rows_carry_labels_and_the_crowds_family_compares_crowd_splits():
+    from hhrnet.study import METRIC_KEYS, Expectation
+
+    spec = load_spec(EXPERIMENTS / "rows.yaml")
+    assert [r["label"] for r in spec.published["official_crowdpose"].rows] == ["HigherHRNet", "HigherHRNet+"]
+    assert {"AP_easy", "AP_medium", "AP_hard"} <= set(METRIC_KEYS)
+    expect = spec.families["crowds"].expect
+    assert Expectation("crowdpose_w32_512_ss", ">", "crowdpose_w32_512_ss", "AP_easy", "AP_medium") in expect
+    rows = {"crowdpose_w32_512_ss": {"AP": 0.5, "AP_easy": 0.7, "AP_medium": 0.5, "AP_medium_std": None}}
+    check = Expectation.parse("crowdpose_w32_512_ss.AP_easy > crowdpose_w32_512_ss.AP_medium").check(rows)
+    assert check["holds"] and check["ΔAP"] == 20.0
+    assert check["comparison"] == "crowdpose_w32_512_ss.AP_easy > crowdpose_w32_512_ss.AP_medium"

@@ -27,6 +27,7 @@ from hhrnet.config import Config, DataConfig
 from hhrnet.data import transforms
 from hhrnet.evaluation import PERSON_CATEGORY
 from hhrnet.io import ImageReadError, read_image
+from hhrnet.keypoints import KeypointSet, keypoint_set_for_names
 from hhrnet.targets import (counted_mask, fixed_sigma_heatmaps, is_ignored_region, joint_tag_targets,
                             scale_aware_heatmaps)
 
@@ -46,7 +47,8 @@ def coco_paths(root: str | Path | None = None, split: str | None = None,
 
     * explicit ``annotation_file`` + ``image_dir`` (e.g. ``coco_mini``: flat ``images/``, JSONs at root);
     * ``root/images/<split>/`` + ``root/annotations/person_keypoints_<split>.json`` (hhrnet synth);
-    * ``root/<split>/`` + the same annotation file (standard COCO, ``split`` = ``train2017``...).
+    * ``root/<split>/`` + the same annotation file (standard COCO, ``split`` = ``train2017``...);
+    * ``root/json/crowdpose_<split>.json`` + every split's images in ``root/images/`` (CrowdPose).
     """
     if annotation_file is not None or image_dir is not None:
         if annotation_file is None or image_dir is None:
@@ -55,6 +57,9 @@ def coco_paths(root: str | Path | None = None, split: str | None = None,
     if root is None or split is None:
         raise DatasetError("give root and split (or annotation_file and image_dir)")
     root = Path(root)
+    crowdpose = root / "json" / f"crowdpose_{split}.json"
+    if crowdpose.is_file() and (root / "images").is_dir():
+        return crowdpose, root / "images"
     annotation = root / "annotations" / f"person_keypoints_{split}.json"
     for candidate in (root / "images" / split, root / split):
         if candidate.is_dir():
@@ -73,7 +78,8 @@ class ImageRecord:
 
     ``joints`` is ``(P, K, 3)`` (or ``(P, K, 4)`` with the scale-aware sigma) in image pixels for the
     supervised people (non-crowd, or crowd with keypoints, as in the reference); ``ignored`` are the
-    annotations whose segmentation is masked out of the loss.
+    annotations whose segmentation is masked out of the loss.  ``crowd_index``: the image's
+    ``crowdIndex`` in CrowdPose-format files, else None.
     """
 
     image_id: int
@@ -82,6 +88,7 @@ class ImageRecord:
     width: int
     joints: np.ndarray
     ignored: tuple[Mapping[str, Any], ...]
+    crowd_index: float | None = None
 
 
 def _read_json(path: Path) -> Mapping[str, Any]:
@@ -181,16 +188,20 @@ def _image_index(images: list, path: Path) -> dict[int, Mapping[str, Any]]:
     return index
 
 
-def load_coco(annotation_file: str | Path, num_joints: int = 17) -> tuple[Mapping[str, Any], dict[int, list]]:
+def load_coco(annotation_file: str | Path, num_joints: int = 17,
+              keypoints: KeypointSet | None = None) -> tuple[Mapping[str, Any], dict[int, list]]:
     """Read and check a COCO keypoints file: the one validation path of train, evaluate, study and book.
 
     Returns the parsed file and, per image id, its ``(annotation, keypoints (K, 3))`` pairs.  Missing
     sections, zero images or zero annotated people, malformed or duplicate entries, wrong keypoint
     lengths, non-finite or negative values and unknown image or category ids raise one ``DatasetError``
-    naming the file (and the annotation id where there is one).
+    naming the file (and the annotation id where there is one).  With ``keypoints``, a file whose category
+    names another joint count or another registered set is refused first (``check_file_keypoints``).
     """
     path = Path(annotation_file)
     coco = _read_json(path)
+    if keypoints is not None:
+        check_file_keypoints(coco, keypoints, path)
     images = _image_index(coco["images"], path)
     if not images:
         raise DatasetError(f"{path}: 'images' is empty; nothing to train or evaluate on")
@@ -209,9 +220,10 @@ def load_coco(annotation_file: str | Path, num_joints: int = 17) -> tuple[Mappin
     return coco, by_image
 
 
-def validate_ground_truth(annotation_file: str | Path, image_dir: str | Path, num_joints: int = 17) -> Mapping[str, Any]:
+def validate_ground_truth(annotation_file: str | Path, image_dir: str | Path, num_joints: int = 17,
+                          keypoints: KeypointSet | None = None) -> Mapping[str, Any]:
     """``load_coco`` plus: every image file of the split exists.  Returns the parsed file."""
-    coco, by_image = load_coco(annotation_file, num_joints)
+    coco, by_image = load_coco(annotation_file, num_joints, keypoints)
     images = {img["id"]: img for img in coco["images"]}
     missing = [i for i in images if not (Path(image_dir) / images[i]["file_name"]).is_file()]
     if missing:
@@ -238,6 +250,25 @@ def _where(annotation_file: Path, ann: Mapping[str, Any]) -> str:
     return f"{annotation_file}: annotation {ann.get('id', '?')}"
 
 
+def file_keypoint_set(coco: Mapping[str, Any]) -> KeypointSet | None:
+    """The registered keypoint set a COCO-format file's category names (its ``keypoints`` list), or None."""
+    names = [c.get("keypoints") for c in coco.get("categories") or [] if isinstance(c, Mapping) and c.get("keypoints")]
+    return keypoint_set_for_names(names[0]) if len(names) == 1 else None
+
+
+def check_file_keypoints(coco: Mapping[str, Any], keypoints: KeypointSet, path: Path | str) -> None:
+    """Refuse, in one line, a file whose category has another joint count than ``keypoints``, or names
+    another registered set; a custom file with its own names for as many joints passes."""
+    names = [c.get("keypoints") for c in coco.get("categories") or [] if isinstance(c, Mapping) and c.get("keypoints")]
+    if len(names) != 1:
+        return
+    found = file_keypoint_set(coco)
+    if len(names[0]) != keypoints.num_joints or (found is not None and found is not keypoints):
+        what = found.name if found else ", ".join(names[0][:3]) + ", ..."
+        raise DatasetError(f"{path}: the file's category has {len(names[0])} joints ({what}); the config asks "
+                           f"for {keypoints.num_joints} ({keypoints.name}): set data.keypoints to the file's set")
+
+
 def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: DataConfig,
                  base_size: int, train: bool) -> list[ImageRecord]:
     """Validate the whole file and build one ``ImageRecord`` per used image, in file order.
@@ -246,7 +277,7 @@ def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: 
     they teach "no person here" outside the crowd); evaluation keeps every image.  Missing image files
     are reported here, for all used images, rather than when a worker reaches them.
     """
-    coco, by_image = load_coco(annotation_file, num_joints)
+    coco, by_image = load_coco(annotation_file, num_joints, data.keypoint_set)
     images = {int(img["id"]): img for img in coco["images"]}
 
     records = []
@@ -263,7 +294,8 @@ def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: 
         img = images[image_id]
         records.append(ImageRecord(image_id=image_id, file=image_dir / img["file_name"],
                                    height=int(img["height"]), width=int(img["width"]), joints=joints,
-                                   ignored=tuple(a for a, _ in anns if is_ignored_region(a))))
+                                   ignored=tuple(a for a, _ in anns if is_ignored_region(a)),
+                                   crowd_index=float(img["crowdIndex"]) if "crowdIndex" in img else None))
     _check_files_exist(records, by_image)
     return records
 

@@ -69,7 +69,8 @@ def train_for_study(cfg: Config, checkpoint_dir: str | Path, synthetic: dict[str
 
 def evaluate_for_study(cfg: Config, checkpoint: str | Path, out_dir: str | Path,
                        published: bool = False) -> tuple[dict[str, Any], Any]:
-    """COCO AP of a checkpoint on the validation split, with the test settings of ``cfg``.
+    """Keypoint AP of a checkpoint on the validation split, with the test settings of ``cfg`` (the protocol
+    of its keypoint set: COCO's, or CrowdPose's with AP_easy / AP_medium / AP_hard).
 
     A study training's checkpoint must hold the network of ``cfg``.  ``published`` weights (an
     evaluation with ``checkpoint:``) bring their own network; ``cfg`` gives the data and test settings.

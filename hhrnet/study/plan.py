@@ -13,7 +13,8 @@ import yaml
 
 from ..config import Config, ConfigError, preset, to_dict
 from .errors import StudyError
-from .spec import CocoData, EvaluationSpec, ProfileSpec, StudySpec, TrainingSpec, checkpoint_preset, load_spec
+from .spec import (CocoData, EvaluationSpec, ProfileSpec, StudySpec, TrainingSpec, checkpoint_preset, load_spec,
+                   merged_data)
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Run:
     kind: str                     # "train" | "evaluate"
     parameters: dict[str, Any]    # papermill parameters (plain values only)
     needs: tuple[str, ...] = ()   # runs whose checkpoint this one reads
+    training: str | None = None   # the study training it trains or evaluates (None: published weights)
 
     @property
     def notebook(self) -> str:
@@ -72,7 +74,8 @@ class Study:
     # From rows.yaml to configurations
 
     def training_config(self, training: str, profile: str, seed: int = 0) -> Config:
-        """The configuration of a training in a profile: preset → row changes → profile scaling."""
+        """The configuration of a training in a profile: preset → row changes → profile scaling → the
+        row's changes for this profile (``profile_changes``); the data is the profile's with the row's over it."""
         if training not in self.definition.trainings:
             raise StudyError(f"unknown training {training!r}")
         spec, prof = self.definition.trainings[training], self.profile_spec(profile)
@@ -81,7 +84,8 @@ class Study:
         width = max(1, round(base.model.width * prof.width))
         size = self.input_size(cfg.input_size, profile)
         scaled = {"name": f"{training}@{profile}", "model.width": width, "input_size": size,
-                  "train.seed": seed, **prof.changes, **self._data_overrides(profile)}
+                  "train.seed": seed, **prof.changes, **spec.profile_changes.get(profile, {}),
+                  **self._data_overrides(profile, training)}
         try:
             return cfg.override(**scaled)
         except ConfigError as err:
@@ -108,19 +112,32 @@ class Study:
             raise StudyError(f"profile {profile!r}: input_sizes has no entry for the published size {published}")
         return sizes[published]
 
-    def _data_overrides(self, profile: str) -> dict[str, Any]:
-        data = self.data_spec(profile)
+    def _data_overrides(self, profile: str, training: str | None = None) -> dict[str, Any]:
+        data = self.data_spec(profile, training)
         return {f"train.{k}": data[k] for k in ("data_root", "train_split", "val_split")}
 
-    def data_spec(self, profile: str) -> dict[str, Any]:
-        """Where a profile's data lives: the synthetic set (generated on demand) or COCO at a path."""
-        data = self.profile_spec(profile).data
+    def data_spec(self, profile: str, training: str | None = None) -> dict[str, Any]:
+        """Where a training's data lives in a profile (the profile's, with the training's ``data:`` over
+        it): the synthetic set (generated on demand) or a COCO-format dataset at a path.
+
+        A synthetic set of another keypoint set than COCO's has its own folder (``..._<keypoints>``)."""
+        data = merged_data(self.profile_spec(profile), self.definition.trainings.get(training or ""))
         if isinstance(data, CocoData):
             return {"data_root": data.root, "train_split": data.train_split, "val_split": data.val_split}
-        syn = {k: v for k, v in asdict(data).items() if k != "scene" or v}
-        scene = hashlib.sha1(json.dumps(dict(data.scene), sort_keys=True).encode()).hexdigest()[:8]
-        root = self.cache / "data" / f"synthetic_{data.size}_{data.train}_{data.val}_seed{data.seed}_{scene}"
+        syn = {k: v for k, v in asdict(data).items() if (k != "scene" or v) and (k != "keypoints" or v is not None)}
+        knobs = {**data.scene, **({"keypoints": data.keypoints} if data.keypoints is not None else {})}
+        scene = hashlib.sha1(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:8]
+        name = f"synthetic_{data.size}_{data.train}_{data.val}_seed{data.seed}_{scene}"
+        root = self.cache / "data" / (name if data.keypoints is None else f"{name}_{data.keypoints}")
         return {"data_root": str(root), "train_split": "train", "val_split": "val", "synthetic": syn}
+
+    def data_specs(self, profile: str, runs: "list[Run] | None" = None) -> list[dict[str, Any]]:
+        """The distinct data of ``runs`` (default: every run of the profile), in order of first use."""
+        specs: dict[str, dict[str, Any]] = {}
+        for run in self.runs(profile) if runs is None else runs:
+            spec = self.data_spec(profile, run.training)
+            specs.setdefault(spec["data_root"], spec)
+        return list(specs.values())
 
     def seeds_for(self, training: str, profile: str) -> list[int]:
         """Every training of a profile runs with all its seeds, so each family compares like with like."""
@@ -143,15 +160,15 @@ class Study:
     def runs(self, profile: str) -> list[Run]:
         """Every run of a profile, trainings before the evaluations that read them."""
         trainings, evaluations = [], []
-        synthetic = json.dumps(self.data_spec(profile).get("synthetic"))
         for name in self.trainings(profile):
+            synthetic = json.dumps(self.data_spec(profile, name).get("synthetic"))
             for seed in self.seeds_for(name, profile):
                 cfg = self.training_config(name, profile, seed)
                 trainings.append(Run(f"train/{name}/seed{seed}", "train", {
                     "config_yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False),
                     "checkpoint_dir": str(self.checkpoint_dir(name, profile, seed)),
                     "synthetic_json": synthetic,
-                }))
+                }, training=name))
         for name, ev in self.evaluations(profile).items():
             for seed in self.eval_seeds(name, profile):
                 cfg = self.evaluation_config(name, profile, seed)
@@ -165,5 +182,6 @@ class Study:
                               "checkpoint": checkpoint, "training_metrics": metrics, "evaluation": name}
                 if ev.checkpoint is not None:
                     parameters["published"] = True
-                evaluations.append(Run(f"eval/{name}/seed{seed}", "evaluate", parameters, needs=needs))
+                evaluations.append(Run(f"eval/{name}/seed{seed}", "evaluate", parameters, needs=needs,
+                                       training=ev.training))
         return trainings + evaluations

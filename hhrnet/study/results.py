@@ -21,7 +21,9 @@ from .errors import StudyError
 if TYPE_CHECKING:
     from .plan import Study
 
-METRIC_KEYS = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50")
+# COCO rows carry AP_M / AP_L (area), CrowdPose rows AP_easy / AP_medium / AP_hard (crowd index,
+# hhrnet.evaluation.CROWD_METRIC_NAMES); a row without a key has None there
+METRIC_KEYS = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AP_easy", "AP_medium", "AP_hard")
 
 
 def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -101,18 +103,31 @@ NOISE_TOLERANCE = 0.005  # half an AP point: a smaller difference is noise even 
 
 @dataclass(frozen=True)
 class Expectation:
-    """One comparison a claim implies: ``a > b`` (higher AP), ``a ≥ b`` (not lower beyond noise), ``a ≈ b``."""
+    """One comparison a claim implies: ``a > b`` (higher AP), ``a ≥ b`` (not lower beyond noise), ``a ≈ b``.
+
+    A side may name another metric of the summary row: ``crowdpose_w32_512_ss.AP_easy >
+    crowdpose_w32_512_ss.AP_hard`` compares two metrics of one row (``metric_a``, ``metric_b``).
+    """
 
     a: str
     op: str
     b: str
+    metric_a: str = "AP"
+    metric_b: str = "AP"
 
     @classmethod
     def parse(cls, text: str) -> "Expectation":
         parts = text.split()
         if len(parts) != 3 or parts[1] not in (">", "≥", "≈"):
             raise ValueError(f"expectation {text!r} is not 'evaluation >|≥|≈ evaluation'")
-        return cls(*parts)
+        (a, ma), (b, mb) = (_side(parts[0], text), _side(parts[2], text))
+        return cls(a, parts[1], b, ma, mb)
+
+    @property
+    def text(self) -> str:
+        def side(name: str, metric: str) -> str:
+            return name if metric == "AP" else f"{name}.{metric}"
+        return f"{side(self.a, self.metric_a)} {self.op} {side(self.b, self.metric_b)}"
 
     def check(self, rows: dict[str, dict[str, Any]], tolerance: float = NOISE_TOLERANCE) -> dict[str, Any]:
         """The measured AP difference, whether it holds, and whether it is within noise.
@@ -120,14 +135,22 @@ class Expectation:
         Noise is the larger of ``tolerance`` and twice the seeds' standard deviation of either row.
         """
         ra, rb = rows.get(self.a), rows.get(self.b)
-        text = f"{self.a} {self.op} {self.b}"
-        if not ra or not rb or ra.get("AP") is None or rb.get("AP") is None:
+        ma, mb, text = self.metric_a, self.metric_b, self.text
+        if not ra or not rb or ra.get(ma) is None or rb.get(mb) is None:
             return {"comparison": text, "ΔAP": None, "holds": None, "within noise": None, "both zero": None}
-        diff = ra["AP"] - rb["AP"]
-        noise = max(tolerance, 2 * max(ra.get("AP_std") or 0, rb.get("AP_std") or 0))
+        diff = ra[ma] - rb[mb]
+        noise = max(tolerance, 2 * max(ra.get(f"{ma}_std") or 0, rb.get(f"{mb}_std") or 0))
         holds = {">": diff > 0, "≥": diff > -noise, "≈": abs(diff) <= noise}[self.op]
         return {"comparison": text, "ΔAP": round(100 * diff, 2), "holds": bool(holds),
-                "within noise": abs(diff) <= noise, "both zero": ra["AP"] == 0 and rb["AP"] == 0}
+                "within noise": abs(diff) <= noise, "both zero": ra[ma] == 0 and rb[mb] == 0}
+
+
+def _side(side: str, text: str) -> tuple[str, str]:
+    """``evaluation`` (its AP) or ``evaluation.METRIC`` (a key of ``METRIC_KEYS``)."""
+    name, _, metric = side.partition(".")
+    if metric and metric not in METRIC_KEYS:
+        raise ValueError(f"expectation {text!r}: unknown metric {metric!r} (metrics: {', '.join(METRIC_KEYS)})")
+    return name, metric or "AP"
 
 
 def verdict(checks: list[dict[str, Any]]) -> str:
@@ -206,6 +229,8 @@ def family_intervals(study: "Study", profile: str, log: Callable[[str], Any] = p
     for name, family in study.definition.families.items():
         checks = []
         for e in family.expect:
+            if (e.metric_a, e.metric_b) != ("AP", "AP"):
+                continue  # the paired bootstrap resamples whole-set AP; other metrics have no interval here
             a, b = tables(e.a), tables(e.b)
             if a is None or b is None:
                 continue

@@ -148,7 +148,7 @@ def run_study(experiments_dir: str | Path, profile: str, only: Iterable[str] | N
     log(f"study {profile}: {len(runs)} runs, {len(todo)} to run "
         f"({sum(s == 'done' for s in status.values())} done, {sum(s == 'stale' for s in status.values())} stale)")
     if todo:
-        ensure_data(study, profile, log)
+        ensure_data(study, profile, log, [r for r in runs if r.name in todo])
     for i, run in enumerate(r for r in runs if r.name in todo):
         with run_lock(study, profile, run, wait=wait, log=log):
             if not force and run_status(study, profile, run, code) == "done":  # another process just ran it
@@ -160,18 +160,20 @@ def run_study(experiments_dir: str | Path, profile: str, only: Iterable[str] | N
     return gather(study, profile, log=log)
 
 
-def ensure_data(study: Study, profile: str, log: Callable[[str], Any] = print) -> None:
-    syn = study.data_spec(profile).get("synthetic")
-    if syn is None:
-        return
-    root = Path(study.data_spec(profile)["data_root"])
-    start = time.perf_counter()
-    generate_synthetic(root, syn)
-    log(f"data: {root} ready ({time.perf_counter() - start:.1f} s)")
+def ensure_data(study: Study, profile: str, log: Callable[[str], Any] = print, runs: list[Run] | None = None) -> None:
+    """Generate (or find cached) every synthetic set ``runs`` read (default: every run of the profile)."""
+    for spec in study.data_specs(profile, runs):
+        if spec.get("synthetic") is None:
+            continue
+        root = Path(spec["data_root"])
+        start = time.perf_counter()
+        generate_synthetic(root, spec["synthetic"])
+        log(f"data: {root} ready ({time.perf_counter() - start:.1f} s)")
 
 
 def generate_synthetic(root: str | Path, syn: dict[str, Any]) -> None:
-    """Generate (or find cached) a profile's synthetic set: sizes and seed, plus ``scene`` knobs."""
+    """Generate (or find cached) a profile's synthetic set: sizes and seed, plus ``scene`` knobs and the
+    ``keypoints`` set (COCO's by default; ``crowdpose`` writes CrowdPose-format crowds with crowdIndex)."""
     from ..data.synthetic import SyntheticConfig, generate
 
     scene = {k: tuple(v) if isinstance(v, list) else v for k, v in syn.get("scene", {}).items()}
@@ -180,7 +182,7 @@ def generate_synthetic(root: str | Path, syn: dict[str, Any]) -> None:
     except (TypeError, ValueError) as err:
         raise StudyError(f"data.synthetic.scene in experiments/rows.yaml: {err}") from None
     generate(out_dir=root, n_train=syn["train"], n_val=syn["val"], size=syn["size"], seed=syn["seed"],
-             config=config)
+             config=config, keypoints=syn.get("keypoints") or "coco")
 
 
 def execute(study: Study, profile: str, run: Run, code: str) -> None:

@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from ..config import PRESETS, ConfigError, preset
+from ..config import ConfigError, preset, preset_names
+from ..keypoints import registered
 from .errors import SpecError
 from .results import Expectation
 
@@ -22,13 +23,29 @@ SECTIONS = ("published", "trainings", "evaluations", "families", "profiles")
 
 
 @dataclass(frozen=True)
+class TrainingData:
+    """A training's own data, over its profile's: ``synthetic`` keys merged over a synthetic profile's
+    (``keypoints: crowdpose`` for CrowdPose-format crowds), ``real`` replacing a real-data profile's
+    (``coco:`` or ``crowdpose:`` in rows.yaml: a root and its splits)."""
+
+    synthetic: Mapping[str, Any] = field(default_factory=dict)
+    real: "CocoData | None" = None
+
+
+@dataclass(frozen=True)
 class TrainingSpec:
-    """One network: a preset plus dotted config changes, optionally only in some profiles."""
+    """One network: a preset plus dotted config changes, optionally only in some profiles.
+
+    ``profile_changes`` are further changes in one profile only (the ImageNet backbone of the paper
+    profile, say); ``data`` replaces parts of the profile's data for this training.
+    """
 
     name: str
     preset: str
     changes: Mapping[str, Any] = field(default_factory=dict)
     profiles: tuple[str, ...] | None = None  # None: every profile
+    profile_changes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    data: TrainingData = field(default_factory=TrainingData)
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,7 @@ class SyntheticData:
     size: int
     seed: int
     scene: Mapping[str, Any] = field(default_factory=dict)
+    keypoints: str | None = None  # None: COCO's 17 joints; ``crowdpose`` also writes each image's crowdIndex
 
 
 @dataclass(frozen=True)
@@ -159,9 +177,21 @@ def _sizes(v: Any) -> dict[int, int]:
 
 
 def _preset(v: Any) -> str:
-    if v not in PRESETS:
-        raise ValueError(f"expected a preset ({', '.join(PRESETS)})")
+    if v not in preset_names():
+        raise ValueError(f"expected a preset ({', '.join(preset_names())})")
     return v
+
+
+def _keypoints(v: Any) -> str:
+    if v not in registered():
+        raise ValueError(f"expected a keypoint set ({', '.join(registered())})")
+    return v
+
+
+def _changes_by_profile(v: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
+        raise ValueError("expected a mapping of profile names to config changes")
+    return {k: _mapping(x) for k, x in v.items()}
 
 
 Schema = Mapping[str, tuple[Callable[[Any], Any], bool]]  # key -> (checker, required)
@@ -187,7 +217,8 @@ def _fields(entry: Any, schema: Schema, where: str) -> dict[str, Any]:
     return out
 
 
-TRAINING: Schema = {"preset": (_preset, True), "changes": (_mapping, False), "profiles": (_list_of(_str), False)}
+TRAINING: Schema = {"preset": (_preset, True), "changes": (_mapping, False), "profiles": (_list_of(_str), False),
+                    "profile_changes": (_changes_by_profile, False), "data": (lambda v: v, False)}
 EVALUATION: Schema = {"training": (_str, False), "checkpoint": (_str, False), "preset": (_preset, False),
                       "test": (_mapping, False), "profiles": (_list_of(_str), False), "published": (_mapping, False)}
 FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), "claim": (_str, False),
@@ -195,8 +226,9 @@ FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), 
 PROFILE: Schema = {"width": (_number, True), "input_sizes": (_sizes, False), "changes": (_mapping, False),
                    "data": (lambda v: v, True), "seeds": (_list_of(_int), True)}
 SYNTHETIC: Schema = {"train": (_int, True), "val": (_int, True), "size": (_int, True), "seed": (_int, True),
-                     "scene": (_mapping, False)}
+                     "scene": (_mapping, False), "keypoints": (_keypoints, False)}
 COCO: Schema = {"root": (_str, True), "train_split": (_str, True), "val_split": (_str, True)}
+TRAINING_DATA: Schema = {"synthetic": (lambda v: v, False), "coco": (lambda v: v, False), "crowdpose": (lambda v: v, False)}
 PUBLISHED: Schema = {"source": (_str, True), "url": (_str, True), "rows": (_list_of(_mapping), True)}
 
 
@@ -234,8 +266,7 @@ def load_spec(path: str | Path) -> StudySpec:
     for name in SECTIONS:
         _section(raw, name, path)
     profiles = {n: _profile(n, p, f"{path}: profiles.{n}") for n, p in raw["profiles"].items()}
-    trainings = {n: TrainingSpec(n, **_fields(t, TRAINING, f"{path}: trainings.{n}"))
-                 for n, t in raw["trainings"].items()}
+    trainings = {n: _training(n, t, f"{path}: trainings.{n}") for n, t in raw["trainings"].items()}
     evaluations = {n: _evaluation(n, e, f"{path}: evaluations.{n}", trainings)
                    for n, e in raw["evaluations"].items()}
     families = {n: _family(n, f, f"{path}: families.{n}", evaluations) for n, f in raw["families"].items()}
@@ -251,8 +282,14 @@ def load_spec(path: str | Path) -> StudySpec:
         if fam.compare_published and source not in published:
             raise SpecError(f"{path}: families.{fam.name}.compare_published.source: unknown source {source!r}")
     for source in published.values():
-        for row in source.rows:
-            if row.get("evaluation") not in evaluations:
+        for row in source.rows:  # a study evaluation, or a label for rows the study does not reproduce
+            if ("evaluation" in row) == ("label" in row):
+                raise SpecError(f"{path}: published.{source.name}: a row gives exactly one of 'evaluation' (a study "
+                                f"evaluation) or 'label' (a published row without one), got {dict(row)!r}")
+            if "label" in row and not (isinstance(row["label"], str) and row["label"]):
+                raise SpecError(f"{path}: published.{source.name}: row label must be a non-empty string, "
+                                f"got {row['label']!r}")
+            if "evaluation" in row and row["evaluation"] not in evaluations:
                 raise SpecError(f"{path}: published.{source.name}: row names unknown evaluation {row.get('evaluation')!r}")
     spec = StudySpec(path, trainings, evaluations, families, profiles, published, raw)
     _check_configs(spec)
@@ -271,6 +308,36 @@ def _profile(name: str, entry: Any, where: str) -> ProfileSpec:
     if not values["seeds"]:
         raise SpecError(f"{where}.seeds: expected at least one seed")
     return ProfileSpec(name, **values)
+
+
+def _training(name: str, entry: Any, where: str) -> TrainingSpec:
+    values = _fields(entry, TRAINING, where)
+    if "data" in values:
+        data = _fields(values["data"], TRAINING_DATA, f"{where}.data")
+        real = [k for k in ("coco", "crowdpose") if k in data]
+        if len(real) > 1:
+            raise SpecError(f"{where}.data: give one of 'coco' or 'crowdpose' (the real data), not both")
+        synthetic = data.get("synthetic", {})
+        if not isinstance(synthetic, Mapping):
+            raise SpecError(f"{where}.data.synthetic: expected a mapping of synthetic settings, got {synthetic!r}")
+        partial = {k: (check, False) for k, (check, _) in SYNTHETIC.items()}
+        values["data"] = TrainingData(
+            synthetic=_fields(synthetic, partial, f"{where}.data.synthetic"),
+            real=CocoData(**_fields(data[real[0]], COCO, f"{where}.data.{real[0]}")) if real else None)
+    return TrainingSpec(name, **values)
+
+
+def merged_data(profile: ProfileSpec, training: TrainingSpec | None) -> SyntheticData | CocoData:
+    """The data a training reads in a profile: the profile's, with the training's ``data`` over it."""
+    data = profile.data
+    if training is None:
+        return data
+    if isinstance(data, SyntheticData):
+        if not training.data.synthetic:
+            return data
+        values = {**{k: getattr(data, k) for k in SYNTHETIC}, **training.data.synthetic}
+        return SyntheticData(**values)
+    return training.data.real or data
 
 
 def _evaluation(name: str, entry: Any, where: str, trainings: Mapping[str, TrainingSpec]) -> EvaluationSpec:
@@ -306,6 +373,22 @@ def _check_references(spec: StudySpec) -> None:
                 raise SpecError(f"{spec.path}: {kind}.{name}.profiles: unknown profile {unknown[0]!r} "
                                 f"(profiles: {', '.join(spec.profiles)})")
     for t in spec.trainings.values():
+        unknown = [p for p in t.profile_changes if p not in spec.profiles]
+        if unknown:
+            raise SpecError(f"{spec.path}: trainings.{t.name}.profile_changes: unknown profile {unknown[0]!r} "
+                            f"(profiles: {', '.join(spec.profiles)})")
+        kset = preset(t.preset).override(**t.changes).data.keypoints
+        for name, prof in spec.profiles.items():
+            if t.profiles is not None and name not in t.profiles:
+                continue
+            data = merged_data(prof, t)
+            if isinstance(data, SyntheticData) and (data.keypoints or "coco") != kset:
+                raise SpecError(f"{spec.path}: trainings.{t.name}: its keypoint set is {kset!r} but profile {name!r} "
+                                f"generates {data.keypoints or 'coco'!r} data; set data.synthetic.keypoints: {kset}")
+            if isinstance(data, CocoData) and kset != "coco" and t.data.real is None:
+                raise SpecError(f"{spec.path}: trainings.{t.name}: its keypoint set is {kset!r} but profile {name!r} "
+                                f"reads COCO at {data.root}; give data.{kset}: {{root, train_split, val_split}}")
+    for t in spec.trainings.values():
         size = preset(t.preset).override(**t.changes).input_size
         for name, prof in spec.profiles.items():
             runs = t.profiles is None or name in t.profiles
@@ -337,6 +420,9 @@ def _check_configs(spec: StudySpec) -> None:
 
     for t in spec.trainings.values():
         check(f"trainings.{t.name}.changes", lambda: preset(t.preset).override(**t.changes))
+        for name, changes in t.profile_changes.items():
+            check(f"trainings.{t.name}.profile_changes.{name}",
+                  lambda: preset(t.preset).override(**t.changes).override(**changes))
     for e in spec.evaluations.values():
         base = spec.trainings[e.training] if e.training else None
         check(f"evaluations.{e.name}.test", lambda: preset(base.preset if base else checkpoint_preset(e))

@@ -10,10 +10,11 @@ How a scene is made (three pure steps):
 1. ``sample_scene(rng, ...)`` -> :class:`Scene`: a 3-D stick body with volume per person (yawed to face
    front, back, profile or anything between, random joint angles, proportions, clothes, textures),
    projected orthographically to 2-D drawing primitives (tapered capsules, ellipses, trapezoids) sorted
-   back to front, plus the keypoints of ``KEYPOINTS`` (COCO's 17), occluders, a background and sensor
-   noise.  Left and right are decidable the way they are for real people: the face (eyes, nose, mouth)
-   shows only when the head faces the camera, feet point forward, and the far-side limbs are painted
-   behind the torso.
+   back to front, plus the keypoints of a keypoint set (COCO's 17 by default, or CrowdPose's 14 with
+   head top and neck: ``generate(keypoints="crowdpose")`` also writes each image's ``crowdIndex``),
+   occluders, a background and sensor noise.  Left and right are decidable the way they are for real
+   people: the face (eyes, nose, mouth) shows only when the head faces the camera, feet point forward,
+   and the far-side limbs are painted behind the torso.
 2. ``render_scene(scene)`` -> :class:`Render`: coverage from signed distances evaluated at pixel centres
    with numpy, so the rasterizer is mirror-exact by construction.
 3. ``annotate_scene(scene, render)`` -> COCO annotations: ``v=2`` when the joint's own body part is the
@@ -41,7 +42,7 @@ Modules: ``config`` (knobs, keypoint set), ``scene`` (the frozen scene descripti
 from __future__ import annotations
 
 from hhrnet.data.synthetic.annotate import annotate_scene, coco_categories, flip_annotations, mask_to_rle
-from hhrnet.data.synthetic.config import FORMAT_VERSION, KEYPOINTS, SPLITS, SyntheticConfig
+from hhrnet.data.synthetic.config import BODY_JOINTS, CROWD_SCENES, FORMAT_VERSION, KEYPOINTS, SPLITS, SyntheticConfig
 from hhrnet.data.synthetic.render import render_scene
 from hhrnet.data.synthetic.sampler import sample_scene
 from hhrnet.data.synthetic.scene import Joint, Person, Primitive, Render, Scene, mirror_scene
@@ -52,7 +53,8 @@ COCO_KEYPOINT_NAMES: tuple[str, ...] = KEYPOINTS.names
 COCO_SKELETON: tuple[tuple[int, int], ...] = tuple((a + 1, b + 1) for a, b in KEYPOINTS.skeleton)  # 1-based
 
 __all__ = [
-    "KEYPOINTS", "SPLITS", "FORMAT_VERSION", "SyntheticConfig", "Primitive", "Joint", "Person", "Scene", "Render",
+    "KEYPOINTS", "BODY_JOINTS", "CROWD_SCENES", "SPLITS", "FORMAT_VERSION",
+    "SyntheticConfig", "Primitive", "Joint", "Person", "Scene", "Render",
     "mirror_scene", "render_scene", "sample_scene", "annotate_scene", "flip_annotations", "mask_to_rle",
     "coco_categories", "SyntheticDataset", "dataset_paths", "image_rng", "generate",
 ]

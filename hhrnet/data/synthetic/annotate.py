@@ -10,6 +10,7 @@ import numpy as np
 
 from hhrnet.data.synthetic.config import KEYPOINTS
 from hhrnet.data.synthetic.scene import Person, Render, Scene
+from hhrnet.keypoints import KeypointSet, keypoint_set
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
@@ -81,7 +82,7 @@ def annotate_scene(scene: Scene, render: Render, min_visible_keypoints: int = 2)
     if crowd_mask.any():
         annotations.append({
             "category_id": 1, "iscrowd": 1, "area": float(crowd_mask.sum()), "bbox": _mask_bbox(crowd_mask),
-            "num_keypoints": 0, "keypoints": [0] * (3 * KEYPOINTS.num_joints),
+            "num_keypoints": 0, "keypoints": [0] * (3 * keypoint_set(scene.keypoints).num_joints),
             "segmentation": mask_to_rle(crowd_mask),
         })
     return annotations
@@ -96,12 +97,13 @@ def _flip_segmentation(segmentation: Any, width: int) -> Any:
     return mask_to_rle(mask_utils.decode(rle)[:, ::-1])
 
 
-def flip_annotations(annotations: list[dict], width: int) -> list[dict]:
+def flip_annotations(annotations: list[dict], width: int, keypoints: str | KeypointSet = KEYPOINTS) -> list[dict]:
     """Labels of the horizontally flipped image: keypoints ``x -> W-1-x`` with left/right swapped,
     boxes ``x -> W-x-w``, polygons ``x -> W-x`` (pixel-edge), RLE masks mirrored."""
     flipped = []
+    flip_index = keypoint_set(keypoints).flip_index
     for ann in annotations:
-        joints = [ann["keypoints"][3 * k: 3 * k + 3] for k in KEYPOINTS.flip_index]
+        joints = [ann["keypoints"][3 * k: 3 * k + 3] for k in flip_index]
         keypoints = [v for x, y, vis in joints for v in ((width - 1 - x, y, vis) if vis > 0 else (x, y, vis))]
         x, y, w, h = ann["bbox"]
         flipped.append({**ann, "keypoints": keypoints,
@@ -110,6 +112,6 @@ def flip_annotations(annotations: list[dict], width: int) -> list[dict]:
     return flipped
 
 
-def coco_categories() -> list[dict]:
-    """The category record of ``KEYPOINTS`` (names and 1-based skeleton), as COCO files carry it."""
-    return [KEYPOINTS.coco_category()]
+def coco_categories(keypoints: str | KeypointSet = KEYPOINTS) -> list[dict]:
+    """The category record of a keypoint set (names and 1-based skeleton), as COCO files carry it."""
+    return [keypoint_set(keypoints).coco_category()]

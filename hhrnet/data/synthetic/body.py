@@ -13,6 +13,7 @@ import numpy as np
 
 from hhrnet.data.synthetic.config import KEYPOINTS
 from hhrnet.data.synthetic.scene import Primitive, _snap_point
+from hhrnet.keypoints import KeypointSet
 
 _SKIN = ((255, 224, 196), (241, 194, 160), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 58, 37))
 _HAIR = ((30, 25, 20), (70, 45, 25), (120, 80, 40), (205, 175, 110), (165, 165, 160), (150, 60, 30))
@@ -95,8 +96,8 @@ class _PersonBuilder:
     """Samples one body and emits its primitives and keypoints; a class only to share the sampled state."""
 
     def __init__(self, rng: np.random.Generator, h: float, pose: _Pose, index: int, entity_depth: float,
-                 seq_start: int) -> None:
-        self.rng, self.h, self.pose, self.index = rng, h, pose, index
+                 seq_start: int, keypoints: KeypointSet = KEYPOINTS) -> None:
+        self.rng, self.h, self.pose, self.index, self.keypoints = rng, h, pose, index, keypoints
         self.entity_depth, self.seq = entity_depth, seq_start
         self.parts: list[_Part] = []
         skin = _jitter(rng, _SKIN[rng.integers(len(_SKIN))], 8)
@@ -122,8 +123,9 @@ class _PersonBuilder:
         return prim
 
     def build(self) -> tuple[list[_Part], list[tuple[np.ndarray, bool, tuple[str, ...]]]]:
-        """All primitives of the body and its keypoints (``KEYPOINTS`` order) as (3-D point, facing
-        camera, part names)."""
+        """All primitives of the body and its keypoints (in the order of ``self.keypoints``) as (3-D point,
+        facing camera, part names).  Beyond COCO's 17: ``neck`` (the base of the neck, just above the
+        shoulder line) and ``head`` (the top of the head), both labelled from any direction."""
         rng, h, t = self.rng, self.h, self.thickness
         scale = h * rng.uniform(0.93, 1.07, size=8)
         neck = np.array([0.0, 0.30 * scale[0], 0.0])
@@ -153,8 +155,9 @@ class _PersonBuilder:
             joints[f"{name}_hip"] = (hip, True, (f"thigh_{name}",))
             joints[f"{name}_knee"] = (knee, True, (f"thigh_{name}", f"shin_{name}"))
             joints[f"{name}_ankle"] = (ankle, True, (f"shin_{name}", f"foot_{name}"))
+        joints["neck"] = (neck + np.array([0.0, 0.02 * h, 0.0]), True, ("neck", "torso"))
         joints.update(self._head(neck, scale[7]))
-        return self.parts, [joints[n] for n in KEYPOINTS.names]
+        return self.parts, [joints[n] for n in self.keypoints.names]
 
     def _torso(self, neck: np.ndarray, t: float) -> None:
         """Trapezoid whose projected width follows an elliptic cross-section (wide front, narrow profile)."""
@@ -226,4 +229,5 @@ class _PersonBuilder:
             self._add("mouth", "capsule", mouth - 0.22 * r * left, mouth + 0.22 * r * left, 0.06 * r, 0.06 * r,
                       {**self.skin, "colour": (150.0, 45.0, 50.0)}, 0, shade=0, min_radius=0.3, depth=depth)
         keypoints["nose"] = (feature(nose_dir), nose_visible, ())
+        keypoints["head"] = (centre + r * up, True, ())  # inside the top of the ellipse (semi-axis 1.1 r)
         return {k: (p, facing, tuple(names)) for k, (p, facing, _) in keypoints.items()}

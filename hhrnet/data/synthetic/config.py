@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hhrnet.keypoints import COCO_17
+from hhrnet.keypoints import COCO_17, CROWDPOSE_14
 
-KEYPOINTS = COCO_17  # the joints the body model places and the annotations carry
+KEYPOINTS = COCO_17  # the default set: the joints the annotations carry unless ``generate(keypoints=...)``
+# Every joint the body model places; a keypoint set made of these names can be generated.
+BODY_JOINTS: frozenset[str] = frozenset(COCO_17.names) | frozenset(CROWDPOSE_14.names)
 SPLITS: tuple[str, ...] = ("train", "val")
 FORMAT_VERSION = 2
 GRID = 8.0  # geometry lives on a 1/8-pixel grid (see the package docstring: mirror exactness)
@@ -46,3 +48,9 @@ class SyntheticConfig:
             raise ValueError(f"height_range must satisfy 0 < low <= high, got {self.height_range}")
         if not 1 <= self.max_people <= 20:  # COCO keypoint AP keeps 20 detections per image
             raise ValueError(f"max_people must be in 1..20, got {self.max_people}")
+
+
+# Crowded scenes for CrowdPose-format data: mostly groups of people standing close together at one
+# scale, no iscrowd regions (CrowdPose has none), so the crowd index spreads over easy (< 0.2), medium
+# and hard (>= 0.8) images (``hhrnet.data.crowd``); on 96-256 px images about 40 / 40 / 20 %.
+CROWD_SCENES = SyntheticConfig(max_people=6, height_range=(0.3, 1.0), group_prob=0.9, crowd_prob=0.0)

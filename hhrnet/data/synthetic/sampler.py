@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 
 from hhrnet.data.synthetic.body import _garment, _Part, _PersonBuilder, _Pose, _random_colour
-from hhrnet.data.synthetic.config import SyntheticConfig
+from hhrnet.data.synthetic.config import BODY_JOINTS, KEYPOINTS, SyntheticConfig
 from hhrnet.data.synthetic.scene import Joint, Person, Primitive, Scene, _snap_point
+from hhrnet.keypoints import KeypointSet, keypoint_set
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -108,8 +109,17 @@ def _tilt(rng: np.random.Generator, cfg: SyntheticConfig) -> float:
 
 
 def sample_scene(rng: np.random.Generator, width: int = 256, height: int = 256,
-                 cfg: SyntheticConfig = SyntheticConfig()) -> Scene:
-    """Draw one random scene description (everything ``render_scene`` and ``annotate_scene`` need)."""
+                 cfg: SyntheticConfig = SyntheticConfig(), keypoints: str | KeypointSet = KEYPOINTS) -> Scene:
+    """Draw one random scene description (everything ``render_scene`` and ``annotate_scene`` need).
+
+    ``keypoints`` chooses which joints each person carries (any set of the body model's joints,
+    ``BODY_JOINTS``); it draws no random numbers, so the images do not depend on it.
+    """
+    kset = keypoint_set(keypoints)
+    unknown = [n for n in kset.names if n not in BODY_JOINTS]
+    if unknown:
+        raise ValueError(f"the synthetic body model places no joint {unknown[0]!r} (keypoint set {kset.name!r}); "
+                         f"it knows {', '.join(sorted(BODY_JOINTS))}")
     background = _background(rng, width, height, cfg)
     parts: list[_Part] = []
     bodies: list[tuple[float, bool, bool, list]] = []  # height, labelled, crowd, keypoint specs
@@ -118,7 +128,7 @@ def sample_scene(rng: np.random.Generator, width: int = 256, height: int = 256,
     for is_crowd, (h, x, y) in [(True, p) for p in crowd] + [(False, p) for p in main]:
         depth = 100.0 + rng.random() if is_crowd else -math.log(h) + rng.normal(0, 0.25)
         pose = _Pose(yaw=_yaw(rng, cfg), tilt=_tilt(rng, cfg), root=(x, y))
-        body_parts, specs = _PersonBuilder(rng, h, pose, len(bodies), depth, len(parts)).build()
+        body_parts, specs = _PersonBuilder(rng, h, pose, len(bodies), depth, len(parts), kset).build()
         parts.extend(body_parts)
         labelled = not is_crowd and h >= cfg.min_labelled_height_px and rng.random() >= cfg.unlabelled_prob
         bodies.append((h, labelled, is_crowd, [(pose.project(p)[0], facing, names) for p, facing, names in specs]))
@@ -138,4 +148,4 @@ def sample_scene(rng: np.random.Generator, width: int = 256, height: int = 256,
     noise = (rng.standard_normal((height, width, 3), dtype=np.float32) * np.float32(noise_sigma)
              if noise_sigma > 0.5 else None)
     blur = rng.uniform(0.4, cfg.blur_sigma_max) if rng.random() < cfg.blur_prob else 0.0
-    return Scene(width, height, tuple(p.primitive for p in parts), people, background, noise, blur)
+    return Scene(width, height, tuple(p.primitive for p in parts), people, background, noise, blur, kset.name)

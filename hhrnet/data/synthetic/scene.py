@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from hhrnet.data.synthetic.config import GRID, KEYPOINTS
+from hhrnet.keypoints import keypoint_set
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Joint:
 
 @dataclass(frozen=True)
 class Person:
-    joints: tuple[Joint, ...]  # in ``KEYPOINTS`` order
+    joints: tuple[Joint, ...]  # in the order of the scene's keypoint set
     height: float  # standing height in pixels
     labelled: bool  # False: written with num_keypoints 0
     crowd: bool  # True: part of the iscrowd region, not annotated alone
@@ -62,6 +63,7 @@ class Scene:
     background: np.ndarray  # (H, W, 3) uint8 RGB
     noise: np.ndarray | None  # (H, W, 3) float32 added after blurring
     blur_sigma: float
+    keypoints: str = KEYPOINTS.name  # the registered set whose joints ``Person.joints`` lists
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +90,7 @@ def _snap_point(p: Sequence[float]) -> tuple[float, float]:
 def mirror_scene(scene: Scene) -> Scene:
     """The horizontally mirrored scene: ``x -> W - 1 - x``, left/right keypoints swapped."""
     last = scene.width - 1
+    flip_index = keypoint_set(scene.keypoints).flip_index
 
     def mirror_point(p: tuple[float, float]) -> tuple[float, float]:
         return (last - p[0], p[1])
@@ -97,7 +100,7 @@ def mirror_scene(scene: Scene) -> Scene:
         return dataclasses.replace(p, a=mirror_point(p.a), b=mirror_point(p.b), clip=clip)
 
     def mirror_person(person: Person) -> Person:
-        joints = tuple(dataclasses.replace(person.joints[k], x=last - person.joints[k].x) for k in KEYPOINTS.flip_index)
+        joints = tuple(dataclasses.replace(person.joints[k], x=last - person.joints[k].x) for k in flip_index)
         return dataclasses.replace(person, joints=joints)
 
     return dataclasses.replace(

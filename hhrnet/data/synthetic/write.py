@@ -14,11 +14,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from hhrnet.data.crowd import crowd_index
 from hhrnet.data.synthetic.annotate import annotate_scene, coco_categories
-from hhrnet.data.synthetic.config import FORMAT_VERSION, SPLITS, SyntheticConfig
+from hhrnet.data.synthetic.config import FORMAT_VERSION, KEYPOINTS, SPLITS, SyntheticConfig
 from hhrnet.data.synthetic.render import render_scene
 from hhrnet.data.synthetic.sampler import sample_scene
 from hhrnet.io import atomic_write
+from hhrnet.keypoints import KeypointSet, keypoint_set
 
 _SPLIT_ID_OFFSET = {"train": 0, "val": 100_000_000}  # disjoint image ids, as in COCO train/val
 
@@ -69,6 +71,7 @@ class _Job:
     seed: int
     image_format: str
     cfg: SyntheticConfig
+    keypoints: str = KEYPOINTS.name
 
     @property
     def image_id(self) -> int:
@@ -80,12 +83,18 @@ class _Job:
 
 
 def _make_example(job: _Job) -> tuple[dict, list[dict]]:
-    """Sample, render, write one image; return its COCO image record and annotations (ids added later)."""
-    scene = sample_scene(image_rng(job.seed, job.split, job.index), job.size, job.size, job.cfg)
+    """Sample, render, write one image; return its COCO image record and annotations (ids added later).
+
+    A set with the CrowdPose protocol adds the image's ``crowdIndex``, as CrowdPose's files carry it.
+    """
+    scene = sample_scene(image_rng(job.seed, job.split, job.index), job.size, job.size, job.cfg, job.keypoints)
     render = render_scene(scene)
     atomic_write(job.images_dir / job.file_name, _encode_image(render.image, job.image_format, job.cfg))
     record = {"id": job.image_id, "file_name": job.file_name, "width": job.size, "height": job.size}
-    return record, annotate_scene(scene, render, job.cfg.min_visible_keypoints)
+    annotations = annotate_scene(scene, render, job.cfg.min_visible_keypoints)
+    if keypoint_set(job.keypoints).protocol == "crowdpose":
+        record["crowdIndex"] = round(crowd_index(annotations), 4)
+    return record, annotations
 
 
 def _worker_init() -> None:
@@ -112,7 +121,7 @@ def _run_jobs(jobs: list[_Job], workers: int) -> list[tuple[dict, list[dict]]]:
         cv2.setNumThreads(opencv_threads)
 
 
-def _coco_document(records: list[tuple[dict, list[dict]]], spec: dict) -> dict:
+def _coco_document(records: list[tuple[dict, list[dict]]], spec: dict, keypoints: str = KEYPOINTS.name) -> dict:
     images, annotations = [], []
     for record, anns in records:
         images.append(record)
@@ -120,7 +129,7 @@ def _coco_document(records: list[tuple[dict, list[dict]]], spec: dict) -> dict:
             annotations.append({"id": len(annotations) + 1, "image_id": record["id"], **ann})
     info = {"description": "hhrnet procedural multi-person keypoints (hhrnet.data.synthetic)", **spec}
     return {"info": info, "licenses": [], "images": images, "annotations": annotations,
-            "categories": coco_categories()}
+            "categories": coco_categories(keypoints)}
 
 
 def _remove_stale_images(images_dir: Path, keep: set[str]) -> None:
@@ -132,8 +141,11 @@ def _remove_stale_images(images_dir: Path, keep: set[str]) -> None:
 
 def generate(out_dir: str | Path, n_train: int, n_val: int, size: int = 256, seed: int = 0,
              workers: int | None = None, image_format: str = "png", config: SyntheticConfig | None = None,
-             force: bool = False) -> SyntheticDataset:
+             force: bool = False, keypoints: str | KeypointSet = KEYPOINTS) -> SyntheticDataset:
     """Write ``out_dir/images/{train,val}/*`` and ``out_dir/annotations/person_keypoints_{train,val}.json``.
+
+    ``keypoints``: the joints each person carries (COCO's 17 by default; ``"crowdpose"`` writes
+    CrowdPose-format files: 14 joints and a ``crowdIndex`` per image).  The images do not depend on it.
 
     Idempotent: if ``out_dir/manifest.json`` (written last, after every image and JSON) records the same
     settings, nothing is redone.  Otherwise the manifest is removed first, so an interrupted run never
@@ -145,9 +157,12 @@ def generate(out_dir: str | Path, n_train: int, n_val: int, size: int = 256, see
     if max(n_train, n_val) >= _SPLIT_ID_OFFSET["val"] or min(n_train, n_val) < 0 or size < 32:
         raise ValueError(f"need 0 <= n_train, n_val < 1e8 and size >= 32, got {n_train}, {n_val}, {size}")
     cfg = config or SyntheticConfig()
+    kset = keypoint_set(keypoints)
     paths = dataset_paths(out_dir)
     spec = {"format_version": FORMAT_VERSION, "n_train": n_train, "n_val": n_val, "size": size, "seed": seed,
             "image_format": image_format, "config": dataclasses.asdict(cfg)}
+    if kset.name != KEYPOINTS.name:  # COCO files stay byte-identical to those written before keypoint sets
+        spec["keypoints"] = kset.name
     spec = json.loads(json.dumps(spec))  # tuples -> lists, as they come back from disk
     if not force and paths.manifest.exists() and json.loads(paths.manifest.read_text()) == spec:
         return paths
@@ -155,9 +170,9 @@ def generate(out_dir: str | Path, n_train: int, n_val: int, size: int = 256, see
     workers = workers or os.cpu_count() or 1
     for split, count in (("train", n_train), ("val", n_val)):
         paths.images[split].mkdir(parents=True, exist_ok=True)
-        jobs = [_Job(paths.images[split], split, i, size, seed, image_format, cfg) for i in range(count)]
+        jobs = [_Job(paths.images[split], split, i, size, seed, image_format, cfg, kset.name) for i in range(count)]
         records = _run_jobs(jobs, workers)
-        _write_json(paths.annotations[split], _coco_document(records, spec))
+        _write_json(paths.annotations[split], _coco_document(records, spec, kset.name))
         _remove_stale_images(paths.images[split], {job.file_name for job in jobs})
     _write_json(paths.manifest, spec)
     return paths
