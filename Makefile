@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q $(TORCH)
-	# xtcocotools (the CrowdPose evaluator) from source: its wheels are built against numpy 1.x and
-	# fail to import on numpy 2; its setup.py imports numpy, hence no build isolation
+	# xtcocotools (the CrowdPose evaluator, a dependency) from source before the project, which then
+	# keeps it: its wheels are built against numpy 1.x and fail to import on numpy 2; its setup.py
+	# imports numpy, hence no build isolation
 	$(PY) -m pip install -q numpy cython setuptools
 	$(PY) -m pip install -q --no-build-isolation --no-binary xtcocotools "xtcocotools>=1.14"
-	$(PY) -m pip install -q -e ".[book,crowdpose,dev]"
+	$(PY) -m pip install -q -e ".[book,dev]"
 	touch $@
 
 test: $(STAMP)

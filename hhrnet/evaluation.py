@@ -148,8 +148,8 @@ def evaluate_coco(gt: Any, results: Iterable[dict[str, Any]], image_ids: Sequenc
     return {name: float(v) for name, v in zip(METRIC_NAMES, stats)}
 
 
-XTCOCOTOOLS_INSTALL = ("pip install cython setuptools numpy && pip install --no-build-isolation --no-binary "
-                       "xtcocotools xtcocotools")
+XTCOCOTOOLS_INSTALL = ("pip install numpy cython setuptools && pip install --force-reinstall --no-deps "
+                       "--no-build-isolation --no-binary xtcocotools 'xtcocotools>=1.14'")
 
 
 def _xtcocotools() -> tuple[Any, Any]:

@@ -24,8 +24,6 @@ from hhrnet.losses import MultiResolutionLoss
 from hhrnet.model import HigherHRNet
 from hhrnet.targets import fixed_sigma_heatmaps, joint_tag_targets
 
-pytest.importorskip("xtcocotools.cocoeval", reason="CrowdPose evaluation needs xtcocotools (extra 'crowdpose')")
-
 N_VAL, SIZE = 24, 96  # seed 0 gives 10 easy, 8 medium, 6 hard images
 
 
@@ -278,6 +276,18 @@ def test_perfect_predictions_score_one_on_every_split(crowds):
                for a in data["annotations"] if a["num_keypoints"] > 0]
     metrics = evaluate_crowdpose(crowds.annotations["val"], perfect)
     assert all(metrics[name] == 1.0 for name in ("AP", "AP50", "AP75", "AR", "AP_easy", "AP_medium", "AP_hard")), metrics
+
+
+def test_an_xtcocotools_that_does_not_import_is_refused_with_the_source_build(crowds, monkeypatch):
+    """Its numpy-1.x wheel fails to import on numpy 2: the error names the command that rebuilds it."""
+    import sys
+
+    from hhrnet.evaluation import XTCOCOTOOLS_INSTALL
+
+    monkeypatch.setitem(sys.modules, "xtcocotools.cocoeval", None)  # import raises ImportError
+    with pytest.raises(ImportError, match="needs xtcocotools built for this numpy") as err:
+        evaluate_crowdpose(crowds.annotations["val"], [])
+    assert XTCOCOTOOLS_INSTALL in str(err.value) and "--no-binary xtcocotools" in XTCOCOTOOLS_INSTALL
 
 
 def test_a_file_without_crowd_index_is_refused(crowds):
