@@ -48,6 +48,8 @@ LEVERS: dict[str, dict] = {  # each a set of changes on BEFORE; the later ones a
     "recipe": {**HE, **LIGHT, **AE},
     "recipe_ae_0.03": {**HE, **LIGHT, "loss.push_loss_factor": [0.03], "loss.pull_loss_factor": [0.03]},
     "recipe_pretrained": {**HE, **LIGHT, **AE, "train.pretrained": "pretrained/cpu_w16.pth"},
+    # the recipe's ceiling: ten thousand iterations (the lr step at the same 85% point), NHWC for speed
+    "recipe_long": {**HE, **LIGHT, **AE, "train.epochs": 40, "train.lr_steps": [34], "train.channels_last": True},
 }
 
 

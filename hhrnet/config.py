@@ -299,6 +299,7 @@ class TrainConfig:
     seed: int = 0
     amp: str = "auto"  # auto: fp16 autocast + GradScaler on CUDA, off on CPU; or fp16 | bf16 | off
     sync_bn: bool = False  # CUDA only (PyTorch's SyncBatchNorm has no CPU kernel)
+    channels_last: bool = False  # NHWC weights and images: faster convolutions on CPU (bench/train.py --study)
     init: str = "official"  # weight initialisation: official N(0, 0.001) | he (for training from scratch)
     pretrained: str | None = None  # ImageNet HRNet weights for the backbone: a file or a name (hrnet_w32_imagenet)
     init_from: str | None = None  # fine-tune: every weight from a full checkpoint (hhrnet, official, mmpose)

@@ -280,6 +280,10 @@ class StopSignals:
 # The loop.
 
 
+def memory_format(cfg: Config) -> torch.memory_format:
+    return torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+
+
 def build_model(cfg: Config, rt: Runtime, network: Callable[[Config], nn.Module] | None = None) -> nn.Module:
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
     if network is not None:
@@ -294,7 +298,7 @@ def build_model(cfg: Config, rt: Runtime, network: Callable[[Config], nn.Module]
         state, embedded = read_checkpoint(cfg.train.init_from)
         check_keypoints(f"train.init_from {cfg.train.init_from}", state, embedded, cfg)
         load_state_dict_strict(model, state, source=f"train.init_from {cfg.train.init_from}")
-    model.to(rt.device)
+    model.to(rt.device, memory_format=memory_format(cfg))
     if rt.world > 1:
         if cfg.train.sync_bn and rt.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -370,7 +374,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, dataset: Co
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            log = accumulate_gradients(model, criterion, micro_batches, rt, amp_dtype, scaler)
+            log = accumulate_gradients(model, criterion, micro_batches, rt, amp_dtype, scaler, memory_format(cfg))
             if not math.isfinite(log["total"]):
                 raise TrainingError(f"loss became {log['total']} at iteration {iteration} (epoch {epoch}); "
                                     f"the last good checkpoint is {ckpt_path}")
@@ -418,7 +422,8 @@ def _stop_requested(stop: StopSignals, rt: Runtime) -> bool:
 
 
 def accumulate_gradients(model: nn.Module, criterion: nn.Module, micro_batches: tuple[dict, ...],
-                         rt: Runtime, amp_dtype: torch.dtype | None, scaler: torch.amp.GradScaler) -> dict[str, float]:
+                         rt: Runtime, amp_dtype: torch.dtype | None, scaler: torch.amp.GradScaler,
+                         layout: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
     """Forward/backward every micro-batch (gradients averaged over them and over processes).
 
     Returns the loss terms averaged the same way, identical on every process.
@@ -429,7 +434,8 @@ def accumulate_gradients(model: nn.Module, criterion: nn.Module, micro_batches: 
         sync = a == steps - 1 or not isinstance(model, DistributedDataParallel)
         with (contextlib.nullcontext() if sync else model.no_sync()):
             with torch.autocast(rt.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(batch["image"].to(rt.device, non_blocking=True))
+                images = batch["image"].to(rt.device, non_blocking=True, memory_format=layout)
+                outputs = model(images)
                 terms = criterion([o.float() for o in outputs], *(
                     [t.to(rt.device, non_blocking=True) for t in batch[key]] for key in ("heatmaps", "masks", "joints")))
             scaler.scale(terms.total / steps).backward()
