@@ -94,10 +94,14 @@ def test_smoke_profile_end_to_end(experiments):
     summary = run_study(experiments, "smoke", log=lambda *_: None)
     spec = yaml.safe_load((experiments / "rows.yaml").read_text())
     results = experiments / "results" / "smoke"
-    planned = Study.load(experiments).evaluations("smoke")  # paper-only rows (published_*) are not planned
+    study = Study.load(experiments)
+    planned = study.evaluations("smoke")  # paper-only rows (published_*) are not planned
     for name in planned:
         metrics = json.loads((results / "eval" / name / "seed0" / "metrics.json").read_text())
-        for key in ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "parameters", "gflops", "train_seconds",
+        # the protocol of the evaluation's keypoint set: COCO's area ranges or CrowdPose's crowd splits
+        crowd = study.evaluation_config(name, "smoke").data.keypoint_set.protocol == "crowdpose"
+        splits = ("AP_easy", "AP_medium", "AP_hard") if crowd else ("AP_M", "AP_L")
+        for key in ("AP", "AP50", "AP75", *splits, "AR", "AR50", "parameters", "gflops", "train_seconds",
                     "seed", "git_commit", "config", "stamp"):
             assert key in metrics, (name, key)
         assert 0.0 <= metrics["AP"] <= 1.0
