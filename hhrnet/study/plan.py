@@ -144,14 +144,16 @@ class Study:
         """Every run of a profile, trainings before the evaluations that read them."""
         trainings, evaluations = [], []
         synthetic = json.dumps(self.data_spec(profile).get("synthetic"))
-        for name in self.trainings(profile):
-            for seed in self.seeds_for(name, profile):
+        for name, training in self.trainings(profile).items():
+            seeds = self.seeds_for(name, profile)
+            for seed in seeds:
                 cfg = self.training_config(name, profile, seed)
-                trainings.append(Run(f"train/{name}/seed{seed}", "train", {
-                    "config_yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False),
-                    "checkpoint_dir": str(self.checkpoint_dir(name, profile, seed)),
-                    "synthetic_json": synthetic,
-                }))
+                parameters = {"config_yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False),
+                              "checkpoint_dir": str(self.checkpoint_dir(name, profile, seed)),
+                              "synthetic_json": synthetic}
+                if training.keep_weights and seed == seeds[0]:
+                    parameters["keep_weights"] = True
+                trainings.append(Run(f"train/{name}/seed{seed}", "train", parameters))
         for name, ev in self.evaluations(profile).items():
             for seed in self.eval_seeds(name, profile):
                 cfg = self.evaluation_config(name, profile, seed)

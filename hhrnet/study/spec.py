@@ -29,6 +29,7 @@ class TrainingSpec:
     preset: str
     changes: Mapping[str, Any] = field(default_factory=dict)
     profiles: tuple[str, ...] | None = None  # None: every profile
+    keep_weights: bool = False  # seed 0's weights (fp16) are kept with the results, for the book and `predict`
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,12 @@ def _int(v: Any) -> int:
     return v
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("expected true or false")
+    return v
+
+
 def _mapping(v: Any) -> dict[str, Any]:
     if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
         raise ValueError("expected a mapping of dotted config keys to values")
@@ -187,7 +194,8 @@ def _fields(entry: Any, schema: Schema, where: str) -> dict[str, Any]:
     return out
 
 
-TRAINING: Schema = {"preset": (_preset, True), "changes": (_mapping, False), "profiles": (_list_of(_str), False)}
+TRAINING: Schema = {"preset": (_preset, True), "changes": (_mapping, False), "profiles": (_list_of(_str), False),
+                    "keep_weights": (_bool, False)}
 EVALUATION: Schema = {"training": (_str, False), "checkpoint": (_str, False), "preset": (_preset, False),
                       "test": (_mapping, False), "profiles": (_list_of(_str), False), "published": (_mapping, False)}
 FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), "claim": (_str, False),
