@@ -1,9 +1,10 @@
 """What every chapter shares: where the repository and the study's results are, how numbers are shown,
-where each result came from.
+where each result came from, and the study's trained networks.
 
 A chapter's first code cell is its papermill ``parameters`` cell (``profile``, ``results``); the next one
 calls ``setup(profile, results)``.  The book build sets ``HHRNET_PROFILE``; papermill's ``-p profile smoke``
-overrides it.  Nothing here computes a result: it only reads ``experiments/results/<profile>``.
+overrides it.  Nothing here computes a result: it reads ``experiments/results/<profile>`` (and, for the
+networks' figures, generates a few validation scenes when the study's data is not on this machine).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 # The one place the book imports the study's code hash (hhrnet.study, or its package once it moves).
-from hhrnet.study import Study, code_version
+from hhrnet.study import Study, code_changes
 
 DEFAULT_PROFILE = "cpu"  # what `make book` renders: the committed study
 
@@ -63,6 +64,25 @@ class Book:
         """``summary.json``'s per-family comparisons with 95% intervals, when the study wrote them."""
         return self.summary().get("families") or {}
 
+    def network(self, training: str) -> Path | None:
+        """The study's ``training`` network (seed 0): its committed fp16 ``weights.pth``, else the cache's."""
+        kept = self.results / "train" / training / "seed0" / "weights.pth"
+        cached = self.study.checkpoint_dir(training, self.profile, 0) / "last.pth"
+        return next((p for p in (kept, cached) if p.exists()), None)
+
+    def validation_config(self, evaluation: str) -> Any:
+        """``evaluation``'s config with a validation split that exists here: the study's own, or, when it
+        is not generated on this machine, 16 scenes of the same distribution made for the book."""
+        from hhrnet.study import generate_synthetic
+
+        cfg = self.study.evaluation_config(evaluation, self.profile)
+        syn = self.study.data_spec(self.profile).get("synthetic")
+        if syn is None or (Path(cfg.train.data_root) / "annotations").exists():
+            return cfg
+        root = self.study.cache / "data" / f"book_{self.profile}_val"
+        generate_synthetic(root, {**syn, "train": 0, "val": 16})
+        return cfg.override(**{"train.data_root": str(root)})
+
 
 def setup(profile: str | None = None, results: str | Path | None = None) -> Book:
     """Resolve the parameters cell: ``profile`` (else ``$HHRNET_PROFILE``, else cpu) and its results folder."""
@@ -92,16 +112,16 @@ def interval(check: dict[str, Any]) -> str:
 
 
 def provenance(book: Book) -> pd.DataFrame:
-    """One row per result file: run, seed, commit and code hash that produced it, and whether the code changed."""
-    current = code_version()
+    """One row per result file: run, seed, the commit it ran at, and which of the sources it ran have changed."""
     records = []
     for path in sorted(book.results.glob("*/*/seed*/metrics.json")):
         metrics = json.loads(path.read_text())
         kind, run, seed = path.parts[-4], path.parts[-3], path.parts[-2]
-        stored = metrics.get("code_version")
+        changed = code_changes(metrics.get("code"))
         records.append({"result": f"{kind}/{run}", "seed": seed.removeprefix("seed"),
-                        "commit": metrics.get("git_commit") or "–", "code version": stored or "–",
-                        "code since": "unchanged" if stored == current else "changed",
+                        "commit": metrics.get("git_commit") or "–",
+                        "code since": "changed" if changed else "unchanged",
+                        "changed sources": ", ".join(changed) or "–",
                         "file": path.relative_to(book.repo).as_posix()})
     return pd.DataFrame(records)
 
@@ -116,6 +136,6 @@ def stale_warning(book: Book, table: pd.DataFrame) -> str | None:
     commits = ", ".join(f"`{c}`" for c in sorted(set(changed["commit"])))
     return (":::{warning}\n"
             f"**The code has changed since these results were computed.** {len(changed)} of {len(table)} result "
-            f"files of the `{book.profile}` profile were produced by `hhrnet` sources with another hash than today's "
-            f"(`{code_version()}`), at commit(s) {commits}. The numbers are what that code measured; re-run "
+            f"files of the `{book.profile}` profile ran `hhrnet` sources that have changed since "
+            f"(at commit(s) {commits}). The numbers are what that code measured; re-run "
             f"`python -m hhrnet study --profile {book.profile}` to recompute the stale ones.\n:::")

@@ -231,6 +231,16 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, **ext
     return atomic_torch_save(checkpoint_payload(cfg, model.state_dict(), **extra), path)
 
 
+def save_half(src: str | Path, dst: str | Path) -> Path:
+    """An fp16 copy of an hhrnet checkpoint (config embedded): half the bytes, for committing small trained
+    networks; it loads into the usual fp32 model like any checkpoint."""
+    state, config = read_checkpoint(src)
+    if config is None:
+        raise CheckpointError(f"{src}: not an hhrnet checkpoint (no embedded config to keep with the weights)")
+    half = OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in state.items())
+    return atomic_torch_save(checkpoint_payload(from_dict(config), half), dst)
+
+
 def convert(src: str | Path, dst: str | Path, config: Config | str | None = None) -> tuple[Config, str]:
     """Official/mmpose/hhrnet checkpoint → hhrnet checkpoint with its config embedded (verified by a strict load)."""
     state, cfg, note = resolve_config(src, config)

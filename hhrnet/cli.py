@@ -143,10 +143,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_study(args: argparse.Namespace) -> None:
     """Run what is missing or stale in a profile, then gather its summary."""
-    from .study import run_study
+    from .study import StudyError, run_study, run_workers
 
-    summary = run_study(args.experiments, args.profile, args.only, args.force, args.missing_only,
-                        wait=not args.no_wait)
+    if args.workers > 1:
+        if args.force or args.no_wait:
+            raise StudyError("--force and --no-wait need a single worker (--workers 1)")
+        summary = run_workers(args.experiments, args.profile, args.workers, args.only, args.missing_only)
+    else:
+        summary = run_study(args.experiments, args.profile, args.only, args.force, args.missing_only,
+                            wait=not args.no_wait)
     print(f"summary: {summary}")
 
 
@@ -232,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-only", action="store_true", help="keep stale results, run only missing ones")
     p.add_argument("--no-wait", action="store_true",
                    help="fail instead of waiting when another study process is running the same run")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="N study processes sharing the cores (two one-thread processes beat one two-thread one on CPU)")
     p.set_defaults(run=cmd_study)
     return parser
 

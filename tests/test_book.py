@@ -279,10 +279,26 @@ def test_results_numbers_trace_to_committed_metrics(page, server):
     assert checked >= 50, checked
 
 
+def test_trained_network_figures_show_the_kept_networks(page, server):
+    """The embedding and higher-resolution chapters show the rendered profile's kept networks (committed
+    fp16 weights, ``keep_weights`` in rows.yaml) as numbered figures, or say that there are none."""
+    open_page(page, server, "book/results.html")
+    data, _, _ = _table(page, "#study-evaluations")
+    results = REPO / data["results"]
+    kept = all((results / "train" / t / "seed0" / "weights.pth").exists() for t in ("w32_512", "hrnet_baseline"))
+    for path, figure in (("book/embedding.html", "fig-embedding-trained"), ("book/higher.html", "fig-higher-trained")):
+        open_page(page, server, path)
+        shown = page.locator(f"figure#{figure} img").count()
+        if kept:
+            assert shown == 1, f"{path}: no {figure} although {results} keeps the trained networks"
+        else:
+            assert shown == 0 and "python -m hhrnet study --profile" in page.inner_text("main"), path
+
+
 def test_results_page_shows_provenance(page, server):
     open_page(page, server, "book/results.html")
     text = page.inner_text("main")
-    assert "Provenance" in text and "commit" in text and "code version" in text
+    assert "Provenance" in text and "commit" in text and "code since" in text
     metrics = json.loads(next((REPO / "experiments" / "results").glob("*/eval/*/seed0/metrics.json")).read_text())
     assert metrics.get("git_commit") is None or metrics["git_commit"] in text or "No result files" in text
 

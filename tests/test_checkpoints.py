@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO, golden_params
 from hhrnet.checkpoints import (CheckpointError, infer_model_config, load_model,
-                                read_checkpoint, save_checkpoint)
+                                read_checkpoint, save_checkpoint, save_half)
 from hhrnet.config import ModelConfig, preset
 from hhrnet.model import HigherHRNet
 
@@ -87,6 +87,29 @@ def test_hhrnet_checkpoint_round_trip_and_embedded_config_wins(tmp_path):
     save_checkpoint(tmp_path / "a.pth", model, cfg)
     loaded, loaded_cfg = load_model(tmp_path / "a.pth", "w48_512")  # the embedded config wins
     assert loaded_cfg == cfg and not loaded.training
+
+
+def test_half_copy_keeps_config_and_outputs_and_halves_the_file(tmp_path):
+    """``save_half``: the study's committed networks; fp16 weights load into the fp32 model."""
+    cfg = preset("w32_512").override(**{"model.width": 8, "model.stage_modules": [1, 1, 1],
+                                        "model.blocks_per_branch": 1, "model.num_basic_blocks": 1})
+    torch.manual_seed(0)
+    model = HigherHRNet(cfg.model)
+    model.reset_parameters("he")
+    save_checkpoint(tmp_path / "full.pth", model, cfg)
+    save_half(tmp_path / "full.pth", tmp_path / "half.pth")
+    state, _ = read_checkpoint(tmp_path / "half.pth")
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    assert (tmp_path / "half.pth").stat().st_size < 0.6 * (tmp_path / "full.pth").stat().st_size
+    half, half_cfg = load_model(tmp_path / "half.pth")
+    assert half_cfg == cfg
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model.eval()(x), half(x)):
+            assert torch.allclose(a, b, rtol=1e-2, atol=1e-2 * a.abs().max().item())
+    torch.save(model.state_dict(), tmp_path / "bare.pth")
+    with pytest.raises(CheckpointError, match="bare.pth: not an hhrnet checkpoint"):
+        save_half(tmp_path / "bare.pth", tmp_path / "x.pth")
 
 
 @pytest.mark.parametrize("num_deconvs,tag_per_joint,cat_output", [(0, True, True), (2, False, False)])

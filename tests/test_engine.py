@@ -48,6 +48,24 @@ def test_resume_is_exact(coco_root, tmp_path):
     assert [r["total"] for r in resumed] == [r["total"] for r in straight]
 
 
+def test_channels_last_trains_the_same_network(coco_root, tmp_path):
+    """NHWC only reorders memory: the same losses up to float rounding (not the same weights: Adam's
+    first steps move every weight by about lr whatever the sign of a gradient of ~0), a checkpoint any
+    model loads, and an exact resume."""
+    cfg = tiny_config(coco_root, max_iters=3)
+    train(cfg, tmp_path / "nchw", progress=False)
+    nhwc = cfg.override(**{"train.channels_last": True})
+    train(nhwc, tmp_path / "nhwc", progress=False)
+    a, b = read_metrics(tmp_path / "nchw"), read_metrics(tmp_path / "nhwc")
+    assert [r["total"] for r in b] == pytest.approx([r["total"] for r in a], rel=1e-4)
+    wb = weights(tmp_path / "nhwc")
+    model, _ = load_model(tmp_path / "nhwc" / "last.pth")
+    assert all(p.is_contiguous() for p in model.parameters())
+    train(nhwc.override(**{"train.max_iters": 2}), tmp_path / "resumed", progress=False)
+    train(nhwc, tmp_path / "resumed", resume=True, progress=False)
+    assert all(torch.equal(wb[k], weights(tmp_path / "resumed")[k]) for k in wb)
+
+
 def test_resume_refuses_a_changed_config(coco_root, tmp_path):
     cfg = tiny_config(coco_root, max_iters=1)
     train(cfg, tmp_path, progress=False)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -90,27 +93,40 @@ def test_profiles_scale_every_training():
 
 @pytest.mark.slow
 def test_smoke_profile_end_to_end(experiments):
-    """Every training and evaluation executes; metrics files are complete; a re-run runs nothing."""
-    summary = run_study(experiments, "smoke", log=lambda *_: None)
-    spec = yaml.safe_load((experiments / "rows.yaml").read_text())
-    results = experiments / "results" / "smoke"
+    """The headline and the 1/4-output baseline run through papermill, by two worker processes, with every
+    test-time variant of the headline, and the CrowdPose training with its single-scale evaluation on
+    its own synthetic crowds; metrics files are complete; the summary has their rows; a re-run runs
+    nothing.  (CI runs the whole smoke profile before the tests: `make study PROFILE=smoke`.)"""
+    from hhrnet.study.runner import select_runs
+
+    only = ["train/w32_512/", "eval/w32_512_", "hrnet_baseline", "crowdpose_w32_512_ss"]
+    cli = subprocess.run([sys.executable, "-m", "hhrnet", "study", "--profile", "smoke", "--experiments", str(experiments),
+                          "--workers", "2", "--only", *only], capture_output=True, text=True, timeout=1800)
+    assert cli.returncode == 0, cli.stderr[-3000:]
     study = Study.load(experiments)
-    planned = study.evaluations("smoke")  # paper-only rows (published_*) are not planned
-    for name in planned:
+    planned = [r.name for r in select_runs(study.runs("smoke"), only)]
+    executed = re.findall(r"\] (\S+): \d+ s$", cli.stdout, flags=re.M)
+    assert sorted(executed) == sorted(planned), cli.stdout  # each run once, by one of the two workers
+    results = experiments / "results" / "smoke"
+    evaluated = [n.split("/")[1] for n in planned if n.startswith("eval/")]
+    assert {"w32_512_ss", "w32_512_ms", "w32_512_heatmaps_half", "hrnet_baseline", "crowdpose_w32_512_ss"} <= set(evaluated)
+    for name in evaluated:
         metrics = json.loads((results / "eval" / name / "seed0" / "metrics.json").read_text())
         # the protocol of the evaluation's keypoint set: COCO's area ranges or CrowdPose's crowd splits
         crowd = study.evaluation_config(name, "smoke").data.keypoint_set.protocol == "crowdpose"
         splits = ("AP_easy", "AP_medium", "AP_hard") if crowd else ("AP_M", "AP_L")
         for key in ("AP", "AP50", "AP75", *splits, "AR", "AR50", "parameters", "gflops", "train_seconds",
-                    "seed", "git_commit", "config", "stamp"):
+                    "seed", "git_commit", "config", "stamp", "code", "training_id"):
             assert key in metrics, (name, key)
         assert 0.0 <= metrics["AP"] <= 1.0
         assert (results / "eval" / name / "seed0" / "evaluate.ipynb").exists()
-    for name in spec["trainings"]:
+    for name in ("w32_512", "hrnet_baseline", "crowdpose_w32_512"):
         assert (results / "train" / name / "seed0" / "loss.png").exists()
-    assert len(summary.read_text().splitlines()) == 1 + len(planned)
+    assert (results / "train" / "w32_512" / "seed0" / "weights.pth").exists()  # keep_weights
+    summary = results / "summary.csv"
+    assert sorted(line.split(",")[0] for line in summary.read_text().splitlines()[1:]) == sorted(evaluated)
     messages = []
-    run_study(experiments, "smoke", log=messages.append)
+    run_study(experiments, "smoke", only=only, log=messages.append)
     assert "0 to run" in messages[0]
 
 

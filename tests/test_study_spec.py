@@ -155,26 +155,39 @@ def test_committed_cpu_results_are_still_read():
 
 def _hold(root, seconds, ready):
     study = Study.load(root)
-    with run_lock(study, "smoke", Run("train/w32_512/seed0", "train", {}), log=lambda *_: None):
+    with run_lock(study, "smoke", Run("train/w32_512/seed0", "train", {})):
         ready.set()
         time.sleep(seconds)
 
 
-def test_a_second_process_waits_for_a_run_or_names_its_holder(tmp_path):
+def test_a_run_held_by_another_process_is_named_skipped_and_done_later(tmp_path, monkeypatch):
+    """Two study processes share a profile: a held run raises ``StudyLocked`` naming its holder; the
+    driver runs the next free run meanwhile, keeps an evaluation until its training is finished, and
+    comes back to the held run once it is free."""
+    from hhrnet.study import runner
+
     study = _write(tmp_path, lambda s: None)
-    run = Run("train/w32_512/seed0", "train", {})
+    held = Run("train/w32_512/seed0", "train", {})
+    free = Run("train/w32_640/seed0", "train", {})
+    evaluation = Run("eval/w32_512_ss/seed0", "evaluate", {}, needs=(held.name,))
     ready = multiprocessing.get_context("fork").Event()
     holder = multiprocessing.get_context("fork").Process(target=_hold, args=(tmp_path, 1.5, ready))
     holder.start()
     try:
         assert ready.wait(30)
-        with pytest.raises(StudyLocked, match=rf"train/w32_512/seed0 is being run by pid {holder.pid} on "):
-            with run_lock(study, "smoke", run, wait=False):
+        with pytest.raises(StudyLocked, match=rf"train/w32_512/seed0 is being run by pid {holder.pid} on ") as err:
+            with run_lock(study, "smoke", held):
                 pass
-        messages, start = [], time.monotonic()
-        with run_lock(study, "smoke", run, wait=True, log=messages.append, poll=0.1):
-            waited = time.monotonic() - start
-        assert waited > 0.5 and f"waiting for pid {holder.pid}" in messages[0]
+        assert err.value.holder.startswith(f"pid {holder.pid} on ")
+        with pytest.raises(StudyLocked):
+            runner.run_pending(study, "smoke", [held], force=False, wait=False, log=lambda *_: None)
+        executed, messages = [], []
+        monkeypatch.setattr(runner, "run_status", lambda *_: "missing")
+        monkeypatch.setattr(runner, "execute", lambda study, profile, run: executed.append(run.name))
+        runner.run_pending(study, "smoke", [held, evaluation, free], force=False, wait=True, log=messages.append,
+                           poll=0.1)
+        assert executed == [free.name, held.name, evaluation.name]
+        assert f"{held.name}: held by pid {holder.pid}" in messages[0]
     finally:
         holder.join(30)
 
@@ -229,7 +242,7 @@ def test_stamps_do_not_depend_on_where_the_repository_or_cache_is(tmp_path, monk
     for where in ("a", "b/deeper"):
         (tmp_path / where).mkdir(parents=True)
         study = _write(tmp_path / where, lambda s: None)
-        stamps.append({r.name: run_stamp(study, r, "code") for r in study.runs("cpu")})
+        stamps.append({r.name: run_stamp(study, r) for r in study.runs("cpu")})
         assert any(str(tmp_path / where) in json.dumps(r.parameters) for r in study.runs("cpu"))
     assert stamps[0] == stamps[1]
 
@@ -280,3 +293,55 @@ def test_published_crowdpose_rows_carry_labels_and_the_crowds_family_compares_cr
     check = Expectation.parse("crowdpose_w32_512_ss.AP_easy > crowdpose_w32_512_ss.AP_medium").check(rows)
     assert check["holds"] and check["ΔAP"] == 20.0
     assert check["comparison"] == "crowdpose_w32_512_ss.AP_easy > crowdpose_w32_512_ss.AP_medium"
+
+
+def test_a_result_records_the_sources_it_ran_and_goes_stale_when_one_changes(tmp_path):
+    """``code``: a hash per imported hhrnet source (scheduling code aside); an edit or a deletion is found."""
+    import hhrnet.losses  # noqa: F401  (a run imports the network and its loss)
+    import hhrnet.model  # noqa: F401
+    from hhrnet.study.provenance import PACKAGE_DIR, code_changes, code_used
+
+    used = code_used()
+    assert "model.py" in used and "study/notebook.py" in used
+    assert "study/runner.py" not in used and "cli.py" not in used
+    copy = tmp_path / "hhrnet"
+    for rel in used:
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PACKAGE_DIR / rel, copy / rel)
+    assert code_changes(used, copy) == []
+    (copy / "model.py").write_text((copy / "model.py").read_text() + "\n# an edit\n")
+    (copy / "losses.py").unlink()
+    assert code_changes(used, copy) == ["losses.py", "model.py"]
+    assert code_changes(None, copy) and code_changes({}, copy)
+
+
+def test_an_evaluation_is_stale_when_its_training_result_changed(tmp_path):
+    """Re-training (other code, same parameters) makes every evaluation of that network stale."""
+    from hhrnet.study import code_used, result_id, run_stamp, run_status
+
+    study = _write(tmp_path, lambda s: None)
+    runs = {r.name: r for r in study.runs("cpu")}
+    train, evaluation = runs["train/w32_512/seed0"], runs["eval/w32_512_ss/seed0"]
+
+    def finish(run, **extra):
+        path = study.results_dir("cpu") / run.name / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metrics = {"AP": 0.5, "stamp": run_stamp(study, run), "code": code_used(), **extra}
+        path.write_text(json.dumps(metrics))
+        return metrics
+
+    trained = finish(train)
+    finish(evaluation, training_id=result_id(trained))
+    assert run_status(study, "cpu", train) == run_status(study, "cpu", evaluation) == "done"
+    finish(train, iterations=1)  # same stamp and code: the same result
+    assert run_status(study, "cpu", evaluation) == "done"
+    finish(train, code={**code_used(), "model.py": "0" * 16})  # trained by other code
+    assert run_status(study, "cpu", train) == run_status(study, "cpu", evaluation) == "stale"
+    assert run_status(study, "cpu", runs["eval/w32_512_ss/seed1"]) == "missing"
+
+
+def test_the_book_networks_keep_seed_zero_weights_only():
+    """``keep_weights``: one fp16 copy per kept training (its first seed), so the results stay small."""
+    study = Study.load(EXPERIMENTS)
+    kept = sorted(r.name for r in study.runs("cpu") if r.parameters.get("keep_weights"))
+    assert kept == ["train/hrnet_baseline/seed0", "train/w32_512/seed0"]

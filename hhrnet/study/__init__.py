@@ -7,6 +7,7 @@ Both write ``experiments/results/<profile>/<run>/`` (``metrics.json``, the execu
 * ``spec``: rows.yaml as typed dataclasses, checked on load;
 * ``plan``: ``Study``, from the definition to configurations and runs;
 * ``runner``: stamps, locks, papermill, publishing a finished run;
+* ``provenance``: which code produced a result (the sources a run imported, file by file);
 * ``notebook``: what the notebooks call (``train_for_study``, ``evaluate_for_study``, ``write_metrics``);
 * ``results``: ``gather``, ``summary_rows`` and the verdicts of the ablation families.
 
@@ -17,10 +18,11 @@ from .errors import RunFailed, SpecError, StudyError, StudyLocked
 from .notebook import config_from_yaml, evaluate_for_study, model_size, train_for_study, write_metrics
 from .plan import Run, Study
 from .results import METRIC_KEYS, NOISE_TOLERANCE, Expectation, family_verdicts, gather, summary_rows, verdict
-from .runner import code_version, execute, generate_synthetic, run_stamp, run_status, run_study
+from .provenance import code_changes, code_used, result_id
+from .runner import execute, generate_synthetic, run_stamp, run_status, run_study, run_workers
 from .spec import StudySpec, load_spec
 
 __all__ = ["METRIC_KEYS", "NOISE_TOLERANCE", "Expectation", "Run", "RunFailed", "SpecError", "Study", "StudyError",
-           "StudyLocked", "StudySpec", "code_version", "config_from_yaml", "evaluate_for_study", "execute",
-           "family_verdicts", "gather", "generate_synthetic", "load_spec", "model_size", "run_stamp", "run_status",
-           "run_study", "summary_rows", "train_for_study", "verdict", "write_metrics"]
+           "StudyLocked", "StudySpec", "code_changes", "code_used", "config_from_yaml", "evaluate_for_study", "execute",
+           "family_verdicts", "gather", "generate_synthetic", "load_spec", "model_size", "result_id", "run_stamp",
+           "run_status", "run_study", "run_workers", "summary_rows", "train_for_study", "verdict", "write_metrics"]

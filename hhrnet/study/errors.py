@@ -16,4 +16,8 @@ class RunFailed(StudyError):
 
 
 class StudyLocked(StudyError):
-    """Another process holds the lock of a run (and waiting was not asked for)."""
+    """Another process holds the lock of a run (and waiting was not asked for); ``holder`` says which."""
+
+    def __init__(self, message: str, holder: str = "another process") -> None:
+        super().__init__(message)
+        self.holder = holder

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ import yaml
 from ..config import Config, to_dict
 from ..io import atomic_write_json
 from .errors import StudyError
+from .provenance import code_used
 from .runner import generate_synthetic
 
 
@@ -22,8 +25,11 @@ def config_from_yaml(config_yaml: str) -> Config:
 
 
 def write_metrics(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
-    """``metrics.json`` written last and atomically: its presence (with a stamp) means the run finished."""
-    return atomic_write_json(Path(out_dir) / "metrics.json", _plain(metrics))
+    """``metrics.json`` written last and atomically: its presence (with a stamp) means the run finished.
+
+    It records the hhrnet sources this run imported (``code``): the result is current while they are.
+    """
+    return atomic_write_json(Path(out_dir) / "metrics.json", _plain({**metrics, "code": code_used()}))
 
 
 def _plain(value: Any) -> Any:
@@ -87,4 +93,15 @@ def evaluate_for_study(cfg: Config, checkpoint: str | Path, out_dir: str | Path,
     predictor = Predictor(model, cfg, cfg.test)
     metrics = evaluate_dataset(predictor, root=cfg.train.data_root, split=cfg.train.val_split, out_dir=out_dir,
                                progress=False)
+    gzip_file(Path(out_dir) / "results.json")
     return metrics, predictor
+
+
+def gzip_file(path: Path) -> Path:
+    """``x`` → ``x.gz`` (byte-identical for identical input): committed detections take a fifth of the room."""
+    target = path.with_name(path.name + ".gz")
+    with path.open("rb") as src, target.open("wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as dst:
+        shutil.copyfileobj(src, dst)
+    path.unlink()
+    return target

@@ -160,15 +160,17 @@ class Study:
     def runs(self, profile: str) -> list[Run]:
         """Every run of a profile, trainings before the evaluations that read them."""
         trainings, evaluations = [], []
-        for name in self.trainings(profile):
+        for name, training in self.trainings(profile).items():
             synthetic = json.dumps(self.data_spec(profile, name).get("synthetic"))
-            for seed in self.seeds_for(name, profile):
+            seeds = self.seeds_for(name, profile)
+            for seed in seeds:
                 cfg = self.training_config(name, profile, seed)
-                trainings.append(Run(f"train/{name}/seed{seed}", "train", {
-                    "config_yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False),
-                    "checkpoint_dir": str(self.checkpoint_dir(name, profile, seed)),
-                    "synthetic_json": synthetic,
-                }, training=name))
+                parameters = {"config_yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False),
+                              "checkpoint_dir": str(self.checkpoint_dir(name, profile, seed)),
+                              "synthetic_json": synthetic}
+                if training.keep_weights and seed == seeds[0]:
+                    parameters["keep_weights"] = True
+                trainings.append(Run(f"train/{name}/seed{seed}", "train", parameters, training=name))
         for name, ev in self.evaluations(profile).items():
             for seed in self.eval_seeds(name, profile):
                 cfg = self.evaluation_config(name, profile, seed)

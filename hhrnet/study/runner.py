@@ -3,8 +3,9 @@
 A run executes its notebook into a staging folder (``results/<profile>/.staging/<run>``) and is moved
 to ``results/<profile>/<run>`` only when the notebook succeeded and wrote a stamped ``metrics.json``;
 a failed run leaves no result (its notebook is kept in ``<run>.failed`` for reading).  A run is
-skipped when its ``metrics.json`` carries the same *stamp*: a hash of its parameters, its notebook and
-the ``hhrnet`` sources.  Each run is locked while it executes, so two study processes on one results
+skipped when its ``metrics.json`` carries the same *stamp* (a hash of its parameters and notebook), the
+``hhrnet`` sources it ran are unchanged, and (an evaluation) it read today's result of its training
+(``provenance``).  Each run is locked while it executes, so two study processes on one results
 folder never train the same network at once: the second waits, saying which process holds the run.
 """
 
@@ -26,28 +27,16 @@ from typing import Any, Callable, Iterable, Iterator
 from ..io import remove_stale_temps
 from .errors import RunFailed, StudyError, StudyLocked
 from .plan import Run, Study
+from .provenance import code_changes, result_id
 from .results import gather, read_result
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
-
-def code_version(package_dir: Path | None = None) -> str:
-    """Hash of the hhrnet sources: results computed by other code are stale."""
-    package_dir = package_dir or PACKAGE_DIR
-    h = hashlib.sha256()
-    for path in sorted(package_dir.rglob("*.py")):
-        h.update(path.relative_to(package_dir).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def run_stamp(study: Study, run: Run, code: str) -> str:
-    """Hash of the run's parameters, notebook and code; the same for any checkout and cache location."""
+def run_stamp(study: Study, run: Run) -> str:
+    """Hash of the run's parameters and notebook; the same for any checkout and cache location."""
     parameters = json.dumps(run.parameters, sort_keys=True)
     parameters = parameters.replace(str(study.cache), "$CACHE").replace(str(study.root), "$EXPERIMENTS")
     h = hashlib.sha256(parameters.encode())
     h.update((study.root / run.notebook).read_bytes())
-    h.update(code.encode())
     return h.hexdigest()[:16]
 
 
@@ -59,13 +48,21 @@ def git_commit(root: Path) -> str | None:
         return None
 
 
-def run_status(study: Study, profile: str, run: Run, code: str) -> str:
-    """``done`` (same stamp), ``stale`` (parameters, notebook or code changed, or unreadable) or ``missing``."""
-    path = study.results_dir(profile) / run.name / "metrics.json"
+def run_status(study: Study, profile: str, run: Run) -> str:
+    """``done``, ``stale`` (parameters, notebook, the code it ran or the training it read changed, or
+    unreadable) or ``missing``."""
+    results = study.results_dir(profile)
+    path = results / run.name / "metrics.json"
     if not path.exists():
         return "missing"
     metrics, _ = read_result(path)
-    return "done" if metrics is not None and metrics["stamp"] == run_stamp(study, run, code) else "stale"
+    if metrics is None or metrics["stamp"] != run_stamp(study, run) or code_changes(metrics.get("code")):
+        return "stale"
+    for need in run.needs:
+        trained, _ = read_result(results / need / "metrics.json")
+        if trained is None or metrics.get("training_id") != result_id(trained):
+            return "stale"
+    return "done"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -73,27 +70,18 @@ def run_status(study: Study, profile: str, run: Run, code: str) -> str:
 
 
 @contextmanager
-def run_lock(study: Study, profile: str, run: Run, wait: bool = True,
-             log: Callable[[str], Any] = print, poll: float = 5.0) -> Iterator[None]:
-    """Hold the lock of ``run``; a second process waits (``wait``) or raises ``StudyLocked`` naming the holder."""
+def run_lock(study: Study, profile: str, run: Run) -> Iterator[None]:
+    """Hold the lock of ``run``, or raise ``StudyLocked`` naming the process that holds it."""
     folder = study.results_dir(profile) / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (run.name.replace("/", "__") + ".lock")
     with open(path, "a+") as f:
-        announced = False
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                if not wait:
-                    raise StudyLocked(f"{run.name} is being run by {holder} (lock {path})") from None
-                if not announced:
-                    log(f"{run.name}: waiting for {holder} (lock {path})")
-                    announced = True
-                time.sleep(poll)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise StudyLocked(f"{run.name} is being run by {holder} (lock {path})", holder) from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
@@ -130,18 +118,18 @@ def run_study(experiments_dir: str | Path, profile: str, only: Iterable[str] | N
     """
     study = Study.load(experiments_dir)
     study.profile_spec(profile)
-    code = code_version()
     runs = select_runs(study.runs(profile), only)
     if only and not runs:
         raise StudyError(f"--only {' '.join(only)}: no run of profile {profile!r} matches")
     by_name = {r.name: r for r in runs}
-    status = {r.name: ("forced" if force else run_status(study, profile, r, code)) for r in runs}
+    status = {r.name: ("forced" if force else run_status(study, profile, r)) for r in runs}
 
     def wanted(name: str) -> bool:
         s = status[name]
         return s == "missing" or (s in ("stale", "forced") and not missing_only)
 
     todo = {r.name for r in runs if wanted(r.name)}
+    todo |= {r.name for r in runs if any(n in todo for n in r.needs)}  # a re-trained network is re-evaluated
     for r in runs:  # an evaluation to run needs its training's checkpoint; re-train when the cache lacks it
         if r.name in todo:
             todo |= {n for n in r.needs if not Path(by_name[n].parameters["checkpoint_dir"], "last.pth").exists()}
@@ -149,15 +137,60 @@ def run_study(experiments_dir: str | Path, profile: str, only: Iterable[str] | N
         f"({sum(s == 'done' for s in status.values())} done, {sum(s == 'stale' for s in status.values())} stale)")
     if todo:
         ensure_data(study, profile, log, [r for r in runs if r.name in todo])
-    for i, run in enumerate(r for r in runs if r.name in todo):
-        with run_lock(study, profile, run, wait=wait, log=log):
-            if not force and run_status(study, profile, run, code) == "done":  # another process just ran it
-                log(f"[{i + 1}/{len(todo)}] {run.name}: done by another process")
-                continue
-            start = time.perf_counter()
-            execute(study, profile, run, code)
-        log(f"[{i + 1}/{len(todo)}] {run.name}: {time.perf_counter() - start:.0f} s")
+    run_pending(study, profile, [r for r in runs if r.name in todo], force, wait, log)
     return gather(study, profile, log=log)
+
+
+def run_workers(experiments_dir: str | Path, profile: str, workers: int, only: Iterable[str] | None = None,
+                missing_only: bool = False, log: Callable[[str], Any] = print) -> Path:
+    """``workers`` study processes on one profile, the cores split between them (on CPU, two one-thread
+    processes train faster than one two-thread process: ``bench/train.py --study``)."""
+    study = Study.load(experiments_dir)
+    ensure_data(study, profile, log, select_runs(study.runs(profile), only))  # once, before the workers start
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    command = [sys.executable, "-m", "hhrnet", "study", "--profile", profile, "--experiments", str(study.root)]
+    command += ["--only", *only] if only else []
+    command += ["--missing-only"] if missing_only else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log(f"study {profile}: {workers} worker processes with {threads} thread(s) each")
+    processes = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    failed = [i for i, p in enumerate(processes) if p.wait() != 0]
+    if failed:
+        raise StudyError(f"study {profile}: worker(s) {', '.join(map(str, failed))} of {workers} failed "
+                         "(their messages are above); finished results are kept, re-run to continue")
+    return gather(study, profile, log=log)
+
+
+def run_pending(study: Study, profile: str, pending: list[Run], force: bool, wait: bool,
+                log: Callable[[str], Any], poll: float = 5.0) -> None:
+    """Execute ``pending`` in order, skipping runs another study process holds and coming back to them,
+    so several processes (``--workers``) share one profile; an evaluation waits for its training."""
+    total, finished, announced = len(pending), 0, set()
+    while pending:
+        progressed = False
+        for run in list(pending):
+            if any(n in {p.name for p in pending} for n in run.needs):
+                continue  # its training is still to run (here or in another process)
+            try:
+                with run_lock(study, profile, run):
+                    start = time.perf_counter()
+                    ran = force or run_status(study, profile, run) != "done"  # another process may have run it
+                    if ran:
+                        execute(study, profile, run)
+            except StudyLocked as err:
+                if not wait:
+                    raise
+                if run.name not in announced:
+                    log(f"{run.name}: held by {err.holder}; running others meanwhile")
+                    announced.add(run.name)
+                continue
+            pending.remove(run)
+            finished, progressed = finished + 1, True
+            log(f"[{finished}/{total}] {run.name}: " + (f"{time.perf_counter() - start:.0f} s" if ran
+                                                          else "done by another process"))
+            break  # back to the first pending run: keep the order (trainings before their evaluations)
+        if pending and not progressed:
+            time.sleep(poll)
 
 
 def ensure_data(study: Study, profile: str, log: Callable[[str], Any] = print, runs: list[Run] | None = None) -> None:
@@ -185,7 +218,7 @@ def generate_synthetic(root: str | Path, syn: dict[str, Any]) -> None:
              config=config, keypoints=syn.get("keypoints") or "coco")
 
 
-def execute(study: Study, profile: str, run: Run, code: str) -> None:
+def execute(study: Study, profile: str, run: Run) -> None:
     """Run one notebook with papermill in a staging folder; publish it only if it finished and is stamped."""
     import papermill as pm
 
@@ -193,8 +226,8 @@ def execute(study: Study, profile: str, run: Run, code: str) -> None:
     final, staging, failed = results / run.name, results / ".staging" / run.name, results / f"{run.name}.failed"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    stamp = run_stamp(study, run, code)
-    params = {**run.parameters, "out_dir": str(staging), "stamp": stamp, "code_version": code,
+    stamp = run_stamp(study, run)
+    params = {**run.parameters, "out_dir": str(staging), "stamp": stamp,
               "git_commit": git_commit(study.root) or "unknown"}
     try:
         pm.execute_notebook(str(study.root / run.notebook), str(staging / run.notebook), parameters=params,

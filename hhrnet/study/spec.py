@@ -46,6 +46,7 @@ class TrainingSpec:
     profiles: tuple[str, ...] | None = None  # None: every profile
     profile_changes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     data: TrainingData = field(default_factory=TrainingData)
+    keep_weights: bool = False  # seed 0's weights (fp16) are kept with the results, for the book and `predict`
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,12 @@ def _int(v: Any) -> int:
     return v
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("expected true or false")
+    return v
+
+
 def _mapping(v: Any) -> dict[str, Any]:
     if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
         raise ValueError("expected a mapping of dotted config keys to values")
@@ -218,7 +225,8 @@ def _fields(entry: Any, schema: Schema, where: str) -> dict[str, Any]:
 
 
 TRAINING: Schema = {"preset": (_preset, True), "changes": (_mapping, False), "profiles": (_list_of(_str), False),
-                    "profile_changes": (_changes_by_profile, False), "data": (lambda v: v, False)}
+                    "profile_changes": (_changes_by_profile, False), "data": (lambda v: v, False),
+                    "keep_weights": (_bool, False)}
 EVALUATION: Schema = {"training": (_str, False), "checkpoint": (_str, False), "preset": (_preset, False),
                       "test": (_mapping, False), "profiles": (_list_of(_str), False), "published": (_mapping, False)}
 FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), "claim": (_str, False),
