@@ -345,3 +345,15 @@ def test_the_book_networks_keep_seed_zero_weights_only():
     study = Study.load(EXPERIMENTS)
     kept = sorted(r.name for r in study.runs("cpu") if r.parameters.get("keep_weights"))
     assert kept == ["train/hrnet_baseline/seed0", "train/w32_512/seed0"]
+
+
+def test_runs_go_seed_by_seed_each_training_with_its_evaluations():
+    """An interrupted study has whole rows: every row's first seed before any second one, and each
+    training's evaluations right after it."""
+    runs = Study.load(EXPERIMENTS).runs("cpu")
+    seeds = [r.seed for r in runs if r.kind == "train"]
+    assert seeds == sorted(seeds) and seeds[0] == 0
+    for i, run in enumerate(runs):
+        if run.needs:
+            trained = [r.name for r in runs[:i] if r.kind == "train"]
+            assert trained[-1] == run.needs[0], run.name

@@ -26,6 +26,7 @@ class Run:
     parameters: dict[str, Any]    # papermill parameters (plain values only)
     needs: tuple[str, ...] = ()   # runs whose checkpoint this one reads
     training: str | None = None   # the study training it trains or evaluates (None: published weights)
+    seed: int = 0
 
     @property
     def notebook(self) -> str:
@@ -158,7 +159,9 @@ class Study:
         return str(path) if path.exists() else checkpoint  # a name: hhrnet.checkpoints resolves it
 
     def runs(self, profile: str) -> list[Run]:
-        """Every run of a profile, trainings before the evaluations that read them."""
+        """Every run of a profile in the order the driver runs them: seed by seed (every row's first seed
+        before any second one), each training followed by its evaluations, so an interrupted study has
+        whole rows; evaluations of published weights last."""
         trainings, evaluations = [], []
         for name, training in self.trainings(profile).items():
             synthetic = json.dumps(self.data_spec(profile, name).get("synthetic"))
@@ -170,7 +173,7 @@ class Study:
                               "synthetic_json": synthetic}
                 if training.keep_weights and seed == seeds[0]:
                     parameters["keep_weights"] = True
-                trainings.append(Run(f"train/{name}/seed{seed}", "train", parameters, training=name))
+                trainings.append(Run(f"train/{name}/seed{seed}", "train", parameters, training=name, seed=seed))
         for name, ev in self.evaluations(profile).items():
             for seed in self.eval_seeds(name, profile):
                 cfg = self.evaluation_config(name, profile, seed)
@@ -185,5 +188,9 @@ class Study:
                 if ev.checkpoint is not None:
                     parameters["published"] = True
                 evaluations.append(Run(f"eval/{name}/seed{seed}", "evaluate", parameters, needs=needs,
-                                       training=ev.training))
-        return trainings + evaluations
+                                       training=ev.training, seed=seed))
+        position = {seed: i for i, seed in enumerate(self.profile_spec(profile).seeds)}
+        ordered = []
+        for run in sorted(trainings, key=lambda r: position.get(r.seed, 0)):
+            ordered += [run, *(e for e in evaluations if e.needs == (run.name,))]
+        return ordered + [e for e in evaluations if not e.needs]
