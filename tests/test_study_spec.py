@@ -222,6 +222,8 @@ def test_gather_decides_each_claim_with_a_paired_interval(tmp_path):
             _stamped(results / name / f"seed{seed}" / "metrics.json", 0.5)
             planted = _planted_results(gt, noise, 10 * seed + i)  # independent jitter per row and seed
             match_table(gt, planted).save(results / name / f"seed{seed}" / MATCHES)
+    _stamped(results / "w32_512_noflip" / "seed0" / "metrics.json", 0.4)  # a row with its first seed only
+    match_table(gt, _planted_results(gt, 8.0, 99)).save(results / "w32_512_noflip" / "seed0" / MATCHES)
     gather(study, "cpu", log=lambda *_: None)
     families = json.loads((study.results_dir("cpu") / "summary.json").read_text())["families"]
     checks = {c["comparison"]: c for c in families["heatmap_aggregation"]["checks"]}
@@ -230,7 +232,9 @@ def test_gather_decides_each_claim_with_a_paired_interval(tmp_path):
     same = checks["w32_512_ss > w32_512_heatmaps_half"]  # equal noise: no decision either way
     assert same["low"] < 0 < same["high"] and same["outcome"] == "undecided"
     assert families["heatmap_aggregation"]["verdict"] == "mixed: 1 holds, 1 undecided"
-    assert families["test_time"] == {"checks": [], "verdict": "not measured in this profile"}
+    [partial] = families["test_time"]["checks"]  # paired on the seed both rows have so far
+    assert partial["comparison"] == "w32_512_ss > w32_512_noflip" and partial["seeds"] == [1, 1]
+    assert families["ae_loss"] == {"checks": [], "verdict": "not measured in this profile"}
 
 
 def test_stamps_do_not_depend_on_where_the_repository_or_cache_is(tmp_path, monkeypatch):

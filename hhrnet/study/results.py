@@ -212,18 +212,19 @@ def family_outcome(outcomes: list[str]) -> str:
 
 
 def family_intervals(study: "Study", profile: str, log: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Per family, each expectation's ΔAP with its paired 95% interval, where every seed has ``matches.npz``."""
+    """Per family, each expectation's ΔAP with its paired 95% interval over the seeds both rows have
+    ``matches.npz`` for (paired seed by seed, and image by image within a seed)."""
     from ..evaluation import MATCHES
     from ..stats import MatchTable, paired_bootstrap
 
     results = study.results_dir(profile)
     evaluations = study.evaluations(profile)
 
-    def tables(name: str) -> list[MatchTable] | None:
+    def tables(name: str) -> dict[int, MatchTable]:
         if name not in evaluations:
-            return None
-        paths = [results / "eval" / name / f"seed{seed}" / MATCHES for seed in study.eval_seeds(name, profile)]
-        return [MatchTable.load(p) for p in paths] if paths and all(p.exists() for p in paths) else None
+            return {}
+        paths = {seed: results / "eval" / name / f"seed{seed}" / MATCHES for seed in study.eval_seeds(name, profile)}
+        return {seed: MatchTable.load(p) for seed, p in paths.items() if p.exists()}
 
     families = {}
     for name, family in study.definition.families.items():
@@ -232,16 +233,21 @@ def family_intervals(study: "Study", profile: str, log: Callable[[str], Any] = p
             if (e.metric_a, e.metric_b) != ("AP", "AP"):
                 continue  # the paired bootstrap resamples whole-set AP; other metrics have no interval here
             a, b = tables(e.a), tables(e.b)
-            if a is None or b is None:
+            seeds = sorted(a.keys() & b.keys())  # a study still running: the seeds both rows have so far
+            if not seeds:
                 continue
             try:
-                c = paired_bootstrap(a, b, margin=NOISE_TOLERANCE)
+                c = paired_bootstrap([a[s] for s in seeds], [b[s] for s in seeds], margin=NOISE_TOLERANCE)
             except ValueError as err:  # e.g. rows evaluated on different images
                 log(f"gather: no interval for {e.a} {e.op} {e.b}: {err}")
                 continue
             checks.append({"comparison": f"{e.a} {e.op} {e.b}", "delta": c.delta, "low": c.low, "high": c.high,
                            "p_le_0": c.p_le_0, "seeds": list(c.seeds), "images": c.images,
                            "outcome": expectation_outcome(e.op, c.low, c.high)})
-        families[name] = {"checks": checks, "verdict": family_outcome([c["outcome"] for c in checks])}
+        verdict = family_outcome([c["outcome"] for c in checks])
+        claims = sum((e.metric_a, e.metric_b) == ("AP", "AP") for e in family.expect)
+        if 0 < len(checks) < claims:  # a study still running: say how much of the claim is measured
+            verdict += f" ({len(checks)} of {claims} comparisons measured so far)"
+        families[name] = {"checks": checks, "verdict": verdict}
     return families
 
