@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-# The one place the book imports the study's code hash (hhrnet.study, or its package once it moves).
+# The one place the book imports the study's provenance check (which sources changed since a result ran).
 from hhrnet.study import Study, code_changes
 
 DEFAULT_PROFILE = "cpu"  # what `make book` renders: the committed study

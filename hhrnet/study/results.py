@@ -229,9 +229,9 @@ def family_intervals(study: "Study", profile: str, log: Callable[[str], Any] = p
     families = {}
     for name, family in study.definition.families.items():
         checks = []
-        for e in family.expect:
-            if (e.metric_a, e.metric_b) != ("AP", "AP"):
-                continue  # the paired bootstrap resamples whole-set AP; other metrics have no interval here
+        # the paired bootstrap resamples whole-set AP; comparisons of other metrics have no interval here
+        claims = [e for e in family.expect if (e.metric_a, e.metric_b) == ("AP", "AP")]
+        for e in claims:
             a, b = tables(e.a), tables(e.b)
             seeds = sorted(a.keys() & b.keys())  # a study still running: the seeds both rows have so far
             if not seeds:
@@ -239,15 +239,14 @@ def family_intervals(study: "Study", profile: str, log: Callable[[str], Any] = p
             try:
                 c = paired_bootstrap([a[s] for s in seeds], [b[s] for s in seeds], margin=NOISE_TOLERANCE)
             except ValueError as err:  # e.g. rows evaluated on different images
-                log(f"gather: no interval for {e.a} {e.op} {e.b}: {err}")
+                log(f"gather: no interval for {e.text}: {err}")
                 continue
-            checks.append({"comparison": f"{e.a} {e.op} {e.b}", "delta": c.delta, "low": c.low, "high": c.high,
+            checks.append({"comparison": e.text, "delta": c.delta, "low": c.low, "high": c.high,
                            "p_le_0": c.p_le_0, "seeds": list(c.seeds), "images": c.images,
                            "outcome": expectation_outcome(e.op, c.low, c.high)})
         verdict = family_outcome([c["outcome"] for c in checks])
-        claims = sum((e.metric_a, e.metric_b) == ("AP", "AP") for e in family.expect)
-        if 0 < len(checks) < claims:  # a study still running: say how much of the claim is measured
-            verdict += f" ({len(checks)} of {claims} comparisons measured so far)"
+        if 0 < len(checks) < len(claims):  # a study still running: say how much of the claim is measured
+            verdict += f" ({len(checks)} of {len(claims)} comparisons measured so far)"
         families[name] = {"checks": checks, "verdict": verdict}
     return families
 

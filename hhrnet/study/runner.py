@@ -5,8 +5,9 @@ to ``results/<profile>/<run>`` only when the notebook succeeded and wrote a stam
 a failed run leaves no result (its notebook is kept in ``<run>.failed`` for reading).  A run is
 skipped when its ``metrics.json`` carries the same *stamp* (a hash of its parameters and notebook), the
 ``hhrnet`` sources it ran are unchanged, and (an evaluation) it read today's result of its training
-(``provenance``).  Each run is locked while it executes, so two study processes on one results
-folder never train the same network at once: the second waits, saying which process holds the run.
+(``provenance``).  Each run is locked while it executes, so study processes on one results folder
+(``--workers``) never run the same notebook at once: a process skips a run another holds, naming the
+holder, and comes back to it.
 """
 
 from __future__ import annotations
