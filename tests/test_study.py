@@ -173,6 +173,55 @@ def test_verdicts_follow_the_rules_of_the_ablations_chapter(expect, rows, expect
     assert verdict([Expectation.parse(e).check(rows) for e in expect]).startswith(expected)
 
 
+def _measured(comparison: str, outcome: str, delta: float, low: float, high: float) -> dict:
+    """A comparison as ``gather`` writes it into ``summary.json``'s ``families``."""
+    return {"comparison": comparison, "delta": delta, "low": low, "high": high, "p_le_0": 0.5, "seeds": [3, 3],
+            "images": 1000, "outcome": outcome}
+
+
+def _interval(check: dict) -> str:
+    return f"{100 * check['delta']:+.1f} [{100 * check['low']:.1f}, {100 * check['high']:.1f}]"
+
+
+def test_a_family_reading_embeds_the_intervals_and_the_text_of_each_measured_outcome():
+    """The numbers come from the summary, the words from rows.yaml's ``reading`` of the outcomes measured."""
+    from hhrnet.study.results import family_reading
+
+    spec = Study.load(EXPERIMENTS).definition
+    family = spec.families["deconv_modules"]
+    measured = {"checks": [_measured("w32_512_ss > hrnet_baseline", "contradicted", -0.015, -0.025, -0.005),
+                           _measured("w32_512_ss ≥ deconv_2", "undecided", 0.001, -0.009, 0.011)]}
+    text = family_reading(family, measured, spec.published, "cpu", _interval)
+    assert "`w32_512_ss` − `hrnet_baseline`: -1.5 [-2.5, -0.5] AP points" in text
+    assert "`w32_512_ss > hrnet_baseline` is contradicted; published: +2.7 AP (paper, Table 5, (e) − (a))." in text
+    assert "`w32_512_ss ≥ deconv_2` is undecided." in text  # no published row for two modules
+    assert family.reading["contradicted"] in text and family.reading["undecided"] in text
+    assert family.reading["holds"] not in text
+    assert text.index(family.reading["contradicted"]) < text.index(family.reading["undecided"])
+
+    holds = {"checks": [_measured("w32_512_ss > hrnet_baseline", "holds", 0.02, 0.01, 0.03)]}
+    text = family_reading(family, holds, spec.published, "cpu", _interval)
+    assert "+2.0 [1.0, 3.0]" in text and family.reading["holds"] in text
+    assert family.reading["contradicted"] not in text and family.reading["undecided"] not in text
+
+
+def test_an_unmeasured_family_reading_says_so_in_one_sentence():
+    from hhrnet.study.results import family_reading
+
+    spec = Study.load(EXPERIMENTS).definition
+    for measured in (None, {"checks": [], "verdict": "not measured in this profile"}):
+        text = family_reading(spec.families["ae_loss"], measured, spec.published, "default", _interval)
+        assert text == "*Not measured in the `default` profile: no comparison of this family has a 95% interval yet.*"
+
+
+def test_committed_readings_name_no_measured_number():
+    """A reading's words are chosen by the outcome; the numbers it could contradict are printed beside it."""
+    spec = Study.load(EXPERIMENTS).definition
+    for name, family in spec.families.items():
+        for outcome, text in family.reading.items():
+            assert not re.search(r"\bAP\s*[-+−]?\d|\d\s*AP\b|\d\s*%", text), (name, outcome)
+
+
 def test_a_malformed_or_unknown_expectation_is_one_error(experiments):
     spec = yaml.safe_load((experiments / "rows.yaml").read_text())
     spec["families"]["ae_loss"]["expect"] = ["w32_512_ss >> ae_max"]

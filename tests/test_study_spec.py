@@ -91,6 +91,13 @@ def test_an_evaluation_of_published_weights_needs_no_training(tmp_path):
      r"trainings.crowdpose_w32_512.profile_changes.paper: "),
     (lambda s: s["families"]["crowds"].update(expect=["crowdpose_w32_512_ss.AP_tiny > crowdpose_w32_512_ss"]),
      r"families.crowds.expect: .*unknown metric 'AP_tiny'"),
+    (lambda s: s["families"]["ae_loss"].pop("reading"), r"families.ae_loss: missing key 'reading'"),
+    (lambda s: s["families"]["ae_loss"].update(reading="exp is fine"), r"families.ae_loss.reading: expected a mapping"),
+    (lambda s: s["families"]["ae_loss"]["reading"].pop("undecided"), r"families.ae_loss.reading: missing key 'undecided'"),
+    (lambda s: s["families"]["ae_loss"]["reading"].update(hold="x"),
+     r"families.ae_loss.reading: unknown key 'hold' \(allowed: holds, contradicted, undecided\)"),
+    (lambda s: s["families"]["ae_loss"]["reading"].update(holds=""),
+     r"families.ae_loss.reading.holds: expected a non-empty string"),
 ])
 def test_rows_yaml_problems_name_file_entry_and_key(tmp_path, change, message):
     with pytest.raises(SpecError, match=r"rows.yaml: " + message):

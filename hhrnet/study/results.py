@@ -1,4 +1,5 @@
-"""From finished runs to the study's table and verdicts: ``gather``, ``summary_rows``, ``family_verdicts``.
+"""From finished runs to the study's table, verdicts and readings: ``gather``, ``summary_rows``,
+``family_verdicts``, ``family_reading``.
 
 ``gather`` publishes only results that are readable and stamped by the driver; every file it leaves
 out is named (in the log and in ``summary.json``), so a failed or hand-edited run never enters the
@@ -13,13 +14,14 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..io import atomic_write, atomic_write_json
 from .errors import StudyError
 
 if TYPE_CHECKING:
     from .plan import Study
+    from .spec import FamilySpec, PublishedSource
 
 # COCO rows carry AP_M / AP_L (area), CrowdPose rows AP_easy / AP_medium / AP_hard (crowd index,
 # hhrnet.evaluation.CROWD_METRIC_NAMES); a row without a key has None there
@@ -184,6 +186,8 @@ def family_verdicts(study: "Study", profile: str) -> dict[str, tuple[list[dict[s
 # --------------------------------------------------------------------------------------------------
 # Claims -> intervals: paired bootstrap over validation images and seeds (``hhrnet.stats``)
 
+OUTCOMES = ("holds", "contradicted", "undecided")  # what an interval says of a comparison (rows.yaml ``reading`` keys)
+
 
 def expectation_outcome(op: str, low: float, high: float, margin: float = NOISE_TOLERANCE) -> str:
     """``holds``, ``contradicted`` or ``undecided``: what a 95% interval of Δ = a − b says of ``a op b``.
@@ -207,7 +211,7 @@ def family_outcome(outcomes: list[str]) -> str:
         return "reproduces: every comparison decided by its 95% interval"
     if all(o == "contradicted" for o in outcomes):
         return "contradicted: every comparison decided against the claim"
-    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("holds", "contradicted", "undecided") if o in outcomes)
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in OUTCOMES if o in outcomes)
     return f"mixed: {counts}"
 
 
@@ -250,3 +254,66 @@ def family_intervals(study: "Study", profile: str, log: Callable[[str], Any] = p
         families[name] = {"checks": checks, "verdict": verdict}
     return families
 
+
+# --------------------------------------------------------------------------------------------------
+# Intervals -> a family's reading: the measured numbers, then the hand-written text of each outcome measured
+
+OUTCOME_VERBS = {"holds": "holds", "contradicted": "is contradicted", "undecided": "is undecided"}
+READING_HEADINGS = {"holds": "What it shows", "contradicted": "Why it may differ at this scale",
+                    "undecided": "Why it may be undecided at this scale"}
+
+
+def published_rows(family: "FamilySpec",
+                   published: Mapping[str, "PublishedSource"]) -> list[tuple[str, Mapping[str, Any]]]:
+    """``(source, row)`` published beside a family: the paper's ablation rows for it, else the official
+    README rows of its evaluations (when two or more, since one row alone compares nothing)."""
+    paper = published.get("paper_ablations")
+    rows = [(f"paper, {r['table']}", r) for r in (paper.rows if paper else ()) if r.get("family") == family.name]
+    if rows:
+        return rows
+    official = published.get("official")
+    rows = [("official README", r) for r in (official.rows if official else ())
+            if r.get("evaluation") in family.evaluations]
+    return rows if len(rows) > 1 else []
+
+
+def published_difference(family: "FamilySpec", a: str, b: str,
+                         published: Mapping[str, "PublishedSource"]) -> str | None:
+    """The published AP(a) − AP(b) beside a family, e.g. ``+0.6 AP (paper, Table 5, (d) − (c))``; None
+    unless both have a row.  An evaluation with several rows is read from its first (rows.yaml's order)."""
+    first: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for source, row in published_rows(family, published):
+        first.setdefault(row.get("evaluation", ""), (source, row))
+    if a not in first or b not in first:
+        return None
+    (source_a, row_a), (source_b, row_b) = first[a], first[b]
+    tag_a, tag_b = (row.get("row", row["evaluation"]) for row in (row_a, row_b))
+    where = f"{source_a}, {tag_a} − {tag_b}" if source_a == source_b else f"{source_a} {tag_a} − {source_b} {tag_b}"
+    return f"{100 * (row_a['AP'] - row_b['AP']):+.1f} AP ({where})"
+
+
+def comparison_sentence(family: "FamilySpec", check: Mapping[str, Any], published: Mapping[str, "PublishedSource"],
+                        interval: Callable[[Mapping[str, Any]], str]) -> str:
+    """One measured comparison in words: its ΔAP and 95% interval (``interval``: the book's number format),
+    its outcome, and the published difference when rows.yaml has one."""
+    e = Expectation.parse(check["comparison"])
+    sentence = (f"`{e.a}` − `{e.b}`: {interval(check)} AP points (95% interval), so `{e.text}` "
+                f"{OUTCOME_VERBS[check['outcome']]}")
+    known = published_difference(family, e.a, e.b, published)
+    return sentence + (f"; published: {known}." if known else ".")
+
+
+def family_reading(family: "FamilySpec", measured: Mapping[str, Any] | None, published: Mapping[str, "PublishedSource"],
+                   profile: str, interval: Callable[[Mapping[str, Any]], str]) -> str:
+    """A family's reading (Markdown): every comparison ``gather`` gave an interval, in numbers, then the
+    hand-written text (rows.yaml ``reading``) of each outcome measured, so the words always match the numbers.
+
+    ``measured`` is the family's entry of ``summary.json``'s ``families``.
+    """
+    checks = (measured or {}).get("checks") or []
+    if not checks:
+        return f"*Not measured in the `{profile}` profile: no comparison of this family has a 95% interval yet.*"
+    numbers = "\n".join(f"* {comparison_sentence(family, c, published, interval)}" for c in checks)
+    measured_outcomes = [o for o in OUTCOMES if any(c["outcome"] == o for c in checks)]
+    texts = [f"*{READING_HEADINGS[o]}.* {family.reading[o]}" for o in measured_outcomes]
+    return "\n\n".join([numbers, *texts])
