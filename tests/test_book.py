@@ -280,13 +280,18 @@ def test_results_numbers_trace_to_committed_metrics(page, server):
 
 
 def test_trained_network_figures_show_the_kept_networks(page, server):
-    """The embedding and higher-resolution chapters show the rendered profile's kept networks (committed
-    fp16 weights, ``keep_weights`` in rows.yaml) as numbered figures, or say that there are none."""
+    """The embedding, higher-resolution, grouping and results chapters show the rendered profile's kept
+    networks (committed fp16 weights, ``keep_weights`` in rows.yaml) as numbered figures, or say that there
+    are none."""
     open_page(page, server, "book/results.html")
     data, _, _ = _table(page, "#study-evaluations")
     results = REPO / data["results"]
-    kept = all((results / "train" / t / "seed0" / "weights.pth").exists() for t in ("w32_512", "hrnet_baseline"))
-    for path, figure in (("book/embedding.html", "fig-embedding-trained"), ("book/higher.html", "fig-higher-trained")):
+    figures = {("book/embedding.html", "fig-embedding-trained"): ("w32_512",),
+               ("book/higher.html", "fig-higher-trained"): ("w32_512", "hrnet_baseline"),
+               ("book/grouping.html", "fig-grouping-trained"): ("w32_512",),
+               ("book/results.html", "fig-results-failures"): ("w32_512",)}
+    for (path, figure), trainings in figures.items():
+        kept = all((results / "train" / t / "seed0" / "weights.pth").exists() for t in trainings)
         open_page(page, server, path)
         shown = page.locator(f"figure#{figure} img").count()
         if kept:
