@@ -1,20 +1,18 @@
-"""The book's failure classification (``book/bookutil.py``) on tiny scenes whose answer is known by hand."""
+"""The failure classification (``hhrnet/failures.py``, the results chapter's figure) on tiny scenes whose
+answer is known by hand."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book"))
-import bookutil as bu  # noqa: E402
+import hhrnet.failures as failures
 
-from hhrnet.inference import Poses  # noqa: E402
-from hhrnet.keypoints import COCO_17  # noqa: E402
+from hhrnet.inference import Poses
+from hhrnet.keypoints import COCO_17
 
 K = COCO_17.num_joints
 AREA = 100.0 ** 2
@@ -32,9 +30,9 @@ def detected(joints: np.ndarray) -> np.ndarray:
     return np.c_[joints[:, :2], np.full(len(joints), 0.9)]
 
 
-def scene(people: list[np.ndarray], detections: list[np.ndarray], matched: list[int], oks: list[list[float]]) -> bu.SceneMatch:
+def scene(people: list[np.ndarray], detections: list[np.ndarray], matched: list[int], oks: list[list[float]]) -> failures.SceneMatch:
     d = len(detections)
-    return bu.SceneMatch(1, np.array(people), np.full(len(people), AREA), np.array(detections).reshape(d, K, 3),
+    return failures.SceneMatch(1, np.array(people), np.full(len(people), AREA), np.array(detections).reshape(d, K, 3),
                          np.linspace(0.9, 0.5, d), np.array(oks, float).reshape(d, len(people)), np.array(matched, int),
                          np.arange(d), np.ones((d, K), bool))
 
@@ -44,14 +42,14 @@ A, B = standing(100), standing(400)
 
 def test_exact_detection_is_found_and_a_missed_person_is_reported():
     s = scene([A, B], [detected(A)], matched=[0], oks=[[1.0, 0.0]])
-    assert bu.detection_kind(s, bu.joint_owners(s, COCO_17), 0) == "found"
-    assert [(c.kind, c.people) for c in bu.failure_cases(s, COCO_17)] == [("missed", (1,))]
+    assert failures.detection_kind(s, failures.joint_owners(s, COCO_17), 0) == "found"
+    assert [(c.kind, c.people) for c in failures.failure_cases(s, COCO_17)] == [("missed", (1,))]
 
 
 def test_a_detection_with_joints_of_two_people_is_merged():
     mix = detected(np.r_[A[:9], B[9:]])
     s = scene([A, B], [mix], matched=[-1], oks=[[0.4, 0.3]])
-    [merged] = [c for c in bu.failure_cases(s, COCO_17) if c.detection == 0]
+    [merged] = [c for c in failures.failure_cases(s, COCO_17) if c.detection == 0]
     assert merged.kind == "merged" and merged.people == (0, 1)  # 9 joints of A, 8 of B: most first
 
 
@@ -59,7 +57,7 @@ def test_a_second_detection_on_a_found_person_is_split_and_its_second_peaks_are_
     head = np.zeros((K, 3))
     head[:5] = detected(A[:5] + 1.0)[:5]
     s = scene([A], [detected(A), head], matched=[0, -1], oks=[[1.0], [0.3]])
-    [split] = bu.failure_cases(s, COCO_17)
+    [split] = failures.failure_cases(s, COCO_17)
     assert (split.kind, split.detection, split.people) == ("split", 1, (0,))
 
 
@@ -67,21 +65,21 @@ def test_a_detection_on_nobody_is_a_false_positive_and_a_lone_bad_one_poor_local
     far = detected(standing(700))
     shifted = detected(A + [8.0, 0.0, 0.0])  # every joint a little off: on A, but OKS below 0.75
     s = scene([A], [far, shifted], matched=[-1, 0], oks=[[0.0], [0.6]])
-    kinds = {c.detection: c.kind for c in bu.failure_cases(s, COCO_17)}
+    kinds = {c.detection: c.kind for c in failures.failure_cases(s, COCO_17)}
     assert kinds == {0: "false positive", 1: "poor localisation"}
 
 
 def test_a_person_seen_from_behind_predicted_mirrored_is_still_on_that_person():
     mirrored = detected(A[list(COCO_17.flip_index)])
     s = scene([A], [mirrored], matched=[-1], oks=[[0.2]])
-    assert bu.people_on(bu.joint_owners(s, COCO_17)[0]) == [0]
-    assert bu.mirrored_oks(mirrored, A, AREA, COCO_17) == pytest.approx(1.0)
+    assert failures.people_on(failures.joint_owners(s, COCO_17)[0]) == [0]
+    assert failures.mirrored_oks(mirrored, A, AREA, COCO_17) == pytest.approx(1.0)
 
 
 def test_most_costly_takes_the_highest_scoring_detection_and_the_farthest_miss():
-    cases = [bu.Case("false positive", 1, 0, (), 0.0, 0.3), bu.Case("false positive", 1, 1, (), 0.0, 0.8),
-             bu.Case("missed", 1, None, (0,), 0.4, float("nan")), bu.Case("missed", 1, None, (1,), 0.1, float("nan"))]
-    chosen = bu.most_costly(cases)
+    cases = [failures.Case("false positive", 1, 0, (), 0.0, 0.3), failures.Case("false positive", 1, 1, (), 0.0, 0.8),
+             failures.Case("missed", 1, None, (0,), 0.4, float("nan")), failures.Case("missed", 1, None, (1,), 0.1, float("nan"))]
+    chosen = failures.most_costly(cases)
     assert list(chosen) == ["missed", "false positive"]
     assert chosen["false positive"].score == 0.8 and chosen["missed"].people == (1,)
 
@@ -100,9 +98,9 @@ def test_match_scene_reads_pycocotools_oks_and_matching():
     near_a = detected(A + [3.0, 0.0, 0.0])
     stray = detected(standing(700))
     poses = Poses(np.array([stray, near_a]), np.array([0.2, 0.9]), np.ones((2, K, 1)))
-    s = bu.match_scene(gt, 7, poses, COCO_17)
+    s = failures.match_scene(gt, 7, poses, COCO_17)
     assert s.index.tolist() == [1, 0]  # best score first, as COCO reads them
     assert s.matched.tolist() == [0, -1] and s.found().tolist() == [True, False]
-    terms = bu.joint_similarity(s.detections, s.people, s.areas, COCO_17.sigmas)
+    terms = failures.joint_similarity(s.detections, s.people, s.areas, COCO_17.sigmas)
     assert np.allclose(terms.mean(axis=2), s.oks)
-    assert [c.kind for c in bu.failure_cases(s, COCO_17)] == ["missed", "false positive"]
+    assert [c.kind for c in failures.failure_cases(s, COCO_17)] == ["missed", "false positive"]
