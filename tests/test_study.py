@@ -13,7 +13,7 @@ import yaml
 
 from conftest import REPO
 from hhrnet.config import preset
-from hhrnet.study import Study, StudyError, run_study
+from hhrnet.study import DIAGNOSTIC_KEYS, Study, StudyError, run_study, summary_rows
 
 EXPERIMENTS = REPO / "experiments"
 
@@ -95,8 +95,9 @@ def test_profiles_scale_every_training():
 def test_smoke_profile_end_to_end(experiments):
     """The headline and the 1/4-output baseline run through papermill, by two worker processes, with every
     test-time variant of the headline, and the CrowdPose training with its single-scale evaluation on
-    its own synthetic crowds; metrics files are complete; the summary has their rows; a re-run runs
-    nothing.  (CI runs the whole smoke profile before the tests: `make study PROFILE=smoke`.)"""
+    its own synthetic crowds; metrics files are complete (with diagnostics where rows.yaml asks for them);
+    the summary has their rows; a re-run runs nothing.  (CI runs the whole smoke profile before the tests:
+    `make study PROFILE=smoke`.)"""
     from hhrnet.study.runner import select_runs
 
     only = ["train/w32_512/", "eval/w32_512_", "hrnet_baseline", "crowdpose_w32_512_ss"]
@@ -120,11 +121,18 @@ def test_smoke_profile_end_to_end(experiments):
             assert key in metrics, (name, key)
         assert 0.0 <= metrics["AP"] <= 1.0
         assert (results / "eval" / name / "seed0" / "evaluate.ipynb").exists()
+        if study.definition.evaluations[name].diagnostics:  # the network's own pass equals the evaluation's
+            assert set(DIAGNOSTIC_KEYS) <= metrics.keys() and metrics["diag_AP"] == pytest.approx(metrics["AP"])
+            assert metrics["diag_n_images"] == 4 and "diagnostics.py" in metrics["code"]
+        else:  # and an evaluation without them does not depend on their source
+            assert "diag_AP" not in metrics and "diagnostics.py" not in metrics["code"]
     for name in ("w32_512", "hrnet_baseline", "crowdpose_w32_512"):
         assert (results / "train" / name / "seed0" / "loss.png").exists()
     assert (results / "train" / "w32_512" / "seed0" / "weights.pth").exists()  # keep_weights
     summary = results / "summary.csv"
     assert sorted(line.split(",")[0] for line in summary.read_text().splitlines()[1:]) == sorted(evaluated)
+    assert {"w32_512_ss", "crowdpose_w32_512_ss"} <= {r["evaluation"] for r in summary_rows(study, "smoke").values()
+                                                     if r["diag_AP_ceiling"] is not None}
     messages = []
     run_study(experiments, "smoke", only=only, log=messages.append)
     assert "0 to run" in messages[0]

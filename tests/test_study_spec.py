@@ -98,6 +98,8 @@ def test_an_evaluation_of_published_weights_needs_no_training(tmp_path):
      r"families.ae_loss.reading: unknown key 'hold' \(allowed: holds, contradicted, undecided\)"),
     (lambda s: s["families"]["ae_loss"]["reading"].update(holds=""),
      r"families.ae_loss.reading.holds: expected a non-empty string"),
+    (lambda s: s["evaluations"]["w32_512_ss"].update(diagnostics="yes"),
+     r"evaluations.w32_512_ss.diagnostics: expected true or false, got 'yes'"),
 ])
 def test_rows_yaml_problems_name_file_entry_and_key(tmp_path, change, message):
     with pytest.raises(SpecError, match=r"rows.yaml: " + message):
@@ -368,3 +370,67 @@ def test_runs_go_seed_by_seed_each_training_with_its_evaluations():
         if run.needs:
             trained = [r.name for r in runs[:i] if r.kind == "train"]
             assert trained[-1] == run.needs[0], run.name
+
+
+def test_diagnostics_are_a_parameter_of_the_evaluations_that_ask_for_them_only(tmp_path):
+    """``diagnostics: true`` reaches the evaluate notebook as a papermill parameter of that evaluation alone, and
+    switching it makes that evaluation stale (its stamp changes) while every other run keeps its stamp."""
+    from hhrnet.study import run_stamp
+
+    for folder in ("before", "after"):
+        (tmp_path / folder).mkdir()
+    before = _write(tmp_path / "before", lambda s: None)
+    runs = {r.name: r for r in before.runs("cpu")}
+    asked = {n for n, e in before.definition.evaluations.items() if e.diagnostics}
+    assert {"w32_512_ss", "crowdpose_w32_512_ss", "hrnet_baseline"} <= asked and "w32_512_ms" not in asked
+    assert {r.name.split("/")[1] for r in runs.values() if "diagnostics" in r.parameters} == asked
+    assert all(r.parameters["diagnostics"] is True for r in runs.values() if "diagnostics" in r.parameters)
+
+    after = _write(tmp_path / "after", lambda s: s["evaluations"]["w32_512_ms"].update(diagnostics=True))
+    changed = {r.name for r in after.runs("cpu") if run_stamp(after, r) != run_stamp(before, runs[r.name])}
+    assert changed == {f"eval/w32_512_ms/seed{seed}" for seed in after.profile_spec("cpu").seeds}
+
+
+def _diagnosed(path, ap, gt_tags, gt_heatmaps, single):
+    """A stamped evaluation result with the keys the evaluate notebook writes for ``diagnostics: true``."""
+    from hhrnet.study import diagnostic_metrics
+
+    values = {"AP": ap, "AP_gt_tags": gt_tags, "AP_gt_heatmaps": gt_heatmaps, "AP_ceiling": 0.9, "AP_single": single,
+              "AP_multi": ap - 0.05, "n_images": 10, "n_single": 0 if single is None else 4, "n_multi": 6, "n_empty": 0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"AP": ap, "stamp": "abc", **diagnostic_metrics(values)}))
+
+
+def test_gather_carries_the_diagnostics_with_their_spread_over_seeds(tmp_path):
+    from hhrnet.study import DIAGNOSTIC_KEYS
+
+    study = _write(tmp_path, lambda s: None)
+    results = study.results_dir("cpu") / "eval"
+    _diagnosed(results / "w32_512_ss" / "seed0" / "metrics.json", 0.30, 0.35, 0.70, 0.40)
+    _diagnosed(results / "w32_512_ss" / "seed1" / "metrics.json", 0.40, 0.45, 0.80, None)  # no single-person image
+    _stamped(results / "w32_512_ms" / "seed0" / "metrics.json", 0.5)
+    gather(study, "cpu", log=lambda *_: None)
+    rows = {r["evaluation"]: r for r in json.loads((study.results_dir("cpu") / "summary.json").read_text())["rows"]}
+    row = rows["w32_512_ss"]
+    assert row["diag_AP_gt_tags"] == pytest.approx(0.40) and row["diag_AP_gt_heatmaps"] == pytest.approx(0.75)
+    assert row["diag_AP_gt_tags_std"] == pytest.approx(0.0707, abs=1e-4) and row["diag_AP_ceiling_std"] == 0
+    assert row["diag_AP_single"] == pytest.approx(0.40) and row["diag_AP_single_std"] is None  # one seed has it
+    assert (row["diag_n_images"], row["diag_n_multi"]) == (10, 6)
+    assert all(rows["w32_512_ms"][k] is None for k in DIAGNOSTIC_KEYS)
+    header = (study.results_dir("cpu") / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"diag_AP_gt_tags", "diag_AP_gt_tags_std", "diag_n_single"} <= set(header)
+
+
+@pytest.mark.parametrize("gt_tags, gt_heatmaps, std, weaker", [
+    (0.25, 0.80, None, "Its heatmaps are the weaker half: given perfect tags they reach 55.0 AP points less"),
+    (0.80, 0.25, None, "Its tags (the grouping) are the weaker half: given perfect heatmaps they reach 55.0 AP points"),
+    (0.50, 0.52, 0.02, "Neither half limits it clearly more: the two substitutions differ by 2.0 AP points"),
+])
+def test_a_diagnostic_reading_names_the_weaker_half(gt_tags, gt_heatmaps, std, weaker):
+    from hhrnet.study.results import diagnostic_reading
+
+    row = {"diag_AP": 0.2, "diag_AP_gt_tags": gt_tags, "diag_AP_gt_heatmaps": gt_heatmaps, "diag_AP_ceiling": 0.9,
+           "diag_AP_single": 0.3, "diag_AP_multi": None, "diag_AP_gt_tags_std": std}
+    text = diagnostic_reading("w32_512_ss", row, lambda r, k: "–" if r.get(k) is None else f"{100 * r[k]:.1f}")
+    assert text.startswith(f"`w32_512_ss` scores 20.0 AP; with perfect tags (its own heatmaps) {100 * gt_tags:.1f}")
+    assert weaker in text and text.endswith("on multi-person images –.")

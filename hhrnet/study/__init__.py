@@ -17,12 +17,14 @@ Both write ``experiments/results/<profile>/<run>/`` (``metrics.json``, the execu
 from .errors import RunFailed, SpecError, StudyError, StudyLocked
 from .notebook import config_from_yaml, evaluate_for_study, model_size, train_for_study, write_metrics
 from .plan import Run, Study
-from .results import METRIC_KEYS, NOISE_TOLERANCE, Expectation, family_verdicts, gather, summary_rows, verdict
+from .results import (DIAGNOSTIC_KEYS, METRIC_KEYS, NOISE_TOLERANCE, Expectation, diagnostic_metrics, family_verdicts,
+                      gather, summary_rows, verdict)
 from .provenance import code_changes, code_used, result_id
 from .runner import execute, generate_synthetic, run_stamp, run_status, run_study, run_workers
 from .spec import StudySpec, load_spec
 
-__all__ = ["METRIC_KEYS", "NOISE_TOLERANCE", "Expectation", "Run", "RunFailed", "SpecError", "Study", "StudyError",
-           "StudyLocked", "StudySpec", "code_changes", "code_used", "config_from_yaml", "evaluate_for_study", "execute",
-           "family_verdicts", "gather", "generate_synthetic", "load_spec", "model_size", "result_id", "run_stamp",
-           "run_status", "run_study", "run_workers", "summary_rows", "train_for_study", "verdict", "write_metrics"]
+__all__ = ["DIAGNOSTIC_KEYS", "METRIC_KEYS", "NOISE_TOLERANCE", "Expectation", "Run", "RunFailed", "SpecError", "Study",
+           "StudyError", "StudyLocked", "StudySpec", "code_changes", "code_used", "config_from_yaml", "diagnostic_metrics",
+           "evaluate_for_study", "execute", "family_verdicts", "gather", "generate_synthetic", "load_spec", "model_size",
+           "result_id", "run_stamp", "run_status", "run_study", "run_workers", "summary_rows", "train_for_study", "verdict",
+           "write_metrics"]

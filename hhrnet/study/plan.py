@@ -187,6 +187,8 @@ class Study:
                               "checkpoint": checkpoint, "training_metrics": metrics, "evaluation": name}
                 if ev.checkpoint is not None:
                     parameters["published"] = True
+                if ev.diagnostics:  # only where set: the stamps of the other evaluations stay as they were
+                    parameters["diagnostics"] = True
                 evaluations.append(Run(f"eval/{name}/seed{seed}", "evaluate", parameters, needs=needs,
                                        training=ev.training, seed=seed))
         position = {seed: i for i, seed in enumerate(self.profile_spec(profile).seeds)}

@@ -27,6 +27,19 @@ if TYPE_CHECKING:
 # hhrnet.evaluation.CROWD_METRIC_NAMES); a row without a key has None there
 METRIC_KEYS = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AP_easy", "AP_medium", "AP_hard")
 
+# ``hhrnet.diagnostics`` values of an evaluation with ``diagnostics: true``, prefixed so they never collide with
+# the evaluation's own keys: APs averaged over seeds like METRIC_KEYS (null when a subset has no image), counts
+# of the split (the same for every seed)
+DIAGNOSTIC_PREFIX = "diag_"
+DIAGNOSTIC_KEYS = tuple(DIAGNOSTIC_PREFIX + k for k in ("AP", "AP_gt_tags", "AP_gt_heatmaps", "AP_ceiling",
+                                                        "AP_single", "AP_multi"))
+DIAGNOSTIC_COUNTS = tuple(DIAGNOSTIC_PREFIX + k for k in ("n_images", "n_single", "n_multi", "n_empty"))
+
+
+def diagnostic_metrics(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``hhrnet.diagnostics.diagnostics`` output as ``metrics.json`` keys (``diag_AP_gt_tags``, ...)."""
+    return {key: values[key.removeprefix(DIAGNOSTIC_PREFIX)] for key in DIAGNOSTIC_KEYS + DIAGNOSTIC_COUNTS}
+
 
 def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """``(metrics, None)`` for a readable, stamped ``metrics.json``; ``(None, reason)`` otherwise."""
@@ -41,6 +54,7 @@ def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not metrics.get("stamp"):
         return None, "not stamped by the study driver (an interrupted or hand-made result)"
     bad = [k for k in METRIC_KEYS if k in metrics and not isinstance(metrics[k], (int, float))]
+    bad += [k for k in DIAGNOSTIC_KEYS if metrics.get(k) is not None and not isinstance(metrics[k], (int, float))]
     if bad:
         return None, f"non-numeric {', '.join(bad)}"
     return metrics, None
@@ -63,12 +77,13 @@ def gather(study: "Study", profile: str, log: Callable[[str], Any] = print) -> P
         if not per_seed:
             continue
         row: dict[str, Any] = {"evaluation": name, "training": ev.training or ev.checkpoint, "seeds": len(per_seed)}
-        for key in METRIC_KEYS:
-            values = [m[key] for m in per_seed if key in m]
+        for key in METRIC_KEYS + DIAGNOSTIC_KEYS:
+            values = [m[key] for m in per_seed if m.get(key) is not None]
             row[key] = statistics.fmean(values) if values else None
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
         first = per_seed[0]
-        for key in ("parameters", "gflops", "train_seconds", "train_images_per_s", "seconds_per_image"):
+        for key in ("parameters", "gflops", "train_seconds", "train_images_per_s", "seconds_per_image",
+                    *DIAGNOSTIC_COUNTS):
             row[key] = first.get(key)
         rows.append(row)
     summary = {"profile": profile, "rows": rows, "families": family_intervals(study, profile, log)}
@@ -317,3 +332,36 @@ def family_reading(family: "FamilySpec", measured: Mapping[str, Any] | None, pub
     measured_outcomes = [o for o in OUTCOMES if any(c["outcome"] == o for c in checks)]
     texts = [f"*{READING_HEADINGS[o]}.* {family.reading[o]}" for o in measured_outcomes]
     return "\n\n".join([numbers, *texts])
+
+
+# --------------------------------------------------------------------------------------------------
+# Diagnostics -> which half of a network limits it (the results chapter)
+
+
+def diagnostic_reading(name: str, row: Mapping[str, Any], points: Callable[[Mapping[str, Any], str], str]) -> str:
+    """One evaluation's diagnostics in words (Markdown; ``points(row, key)``: the book's AP format).
+
+    Perfect tags leave only the network's heatmaps to blame and perfect heatmaps only its tags, so the
+    smaller of the two single-substitution APs names the weaker half; a difference within noise (as the
+    verdicts count it: ``Expectation.check``) names neither.
+    """
+    check = Expectation(name, "≈", name, "diag_AP_gt_tags", "diag_AP_gt_heatmaps").check({name: row})
+    numbers = (f"`{name}` scores {points(row, 'diag_AP')} AP; with perfect tags (its own heatmaps) "
+               f"{points(row, 'diag_AP_gt_tags')}, with perfect heatmaps (its own tags) "
+               f"{points(row, 'diag_AP_gt_heatmaps')}, with both {points(row, 'diag_AP_ceiling')} (the ceiling). ")
+    weaker = "" if check["ΔAP"] is None else _weaker_half(check["ΔAP"], check["within noise"]) + " "
+    subsets = (f"On single-person images it scores {points(row, 'diag_AP_single')} AP, "
+               f"on multi-person images {points(row, 'diag_AP_multi')}.")
+    return numbers + weaker + subsets
+
+
+def _weaker_half(delta: float, within_noise: bool) -> str:
+    """The sentence naming the weaker half from AP(GT tags) − AP(GT heatmaps), in AP points."""
+    gap = f"{abs(delta):.1f} AP points"
+    if within_noise:
+        return f"Neither half limits it clearly more: the two substitutions differ by {gap}, within noise."
+    if delta < 0:
+        return (f"Its heatmaps are the weaker half: given perfect tags they reach {gap} less than its tags given "
+                "perfect heatmaps.")
+    return (f"Its tags (the grouping) are the weaker half: given perfect heatmaps they reach {gap} less than its "
+            "heatmaps given perfect tags.")

@@ -60,6 +60,7 @@ class EvaluationSpec:
     test: Mapping[str, Any] = field(default_factory=dict)
     profiles: tuple[str, ...] | None = None
     published: Mapping[str, str] = field(default_factory=dict)  # source in ``published`` -> row it reproduces
+    diagnostics: bool = False  # also run ``hhrnet.diagnostics`` (a second pass over the split, with ground-truth maps)
 
     def runs_in(self, profile: str) -> bool:
         return self.profiles is None or profile in self.profiles
@@ -229,7 +230,8 @@ TRAINING: Schema = {"preset": (_preset, True), "changes": (_mapping, False), "pr
                     "profile_changes": (_changes_by_profile, False), "data": (lambda v: v, False),
                     "keep_weights": (_bool, False)}
 EVALUATION: Schema = {"training": (_str, False), "checkpoint": (_str, False), "preset": (_preset, False),
-                      "test": (_mapping, False), "profiles": (_list_of(_str), False), "published": (_mapping, False)}
+                      "test": (_mapping, False), "profiles": (_list_of(_str), False), "published": (_mapping, False),
+                      "diagnostics": (_bool, False)}
 FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), "claim": (_str, False),
                   "expect": (_list_of(_str), False), "compare_published": (_mapping, False),
                   "reading": (lambda v: v, True)}
