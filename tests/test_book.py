@@ -279,6 +279,35 @@ def test_results_numbers_trace_to_committed_metrics(page, server):
     assert checked >= 50, checked
 
 
+def test_results_diagnostics_trace_to_metrics(page, server):
+    """The diagnostics table equals the ``diag_*`` keys of the metrics.json files (mean ± std over the seeds
+    that have them) and comes with its figure; without any, the page says how to compute them."""
+    open_page(page, server, "book/results.html")
+    data, _, _ = _table(page, "#study-evaluations")
+    results = REPO / data["results"]
+    diagnosed = {}
+    for path in sorted(results.glob("eval/*/seed*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        if metrics.get("diag_AP") is not None:
+            diagnosed.setdefault(path.parent.parent.name, []).append(metrics)
+    if not diagnosed:
+        assert page.locator("#diagnostics-table").count() == 0
+        assert page.locator("figure#fig-results-diagnostics img").count() == 0
+        assert "has diagnostics yet" in page.inner_text("main")
+        return
+    _, head, rows = _table(page, "#diagnostics-table")
+    keys = {"network": "diag_AP", "GT tags": "diag_AP_gt_tags", "GT heatmaps": "diag_AP_gt_heatmaps",
+            "ceiling": "diag_AP_ceiling", "single-person": "diag_AP_single", "multi-person": "diag_AP_multi"}
+    columns = {name: i for i, name in enumerate(head) if name}
+    assert sorted(cells[0].strip() for cells in rows) == sorted(diagnosed)
+    for cells in rows:
+        metrics = diagnosed[cells[0].strip()]
+        for column, key in keys.items():
+            values = [m[key] for m in metrics if m.get(key) is not None]
+            assert cells[columns[column]].strip() == (_pct(*_mean_std(values)) if values else "–"), (cells[0], key)
+    assert page.locator("figure#fig-results-diagnostics img").count() == 1
+
+
 def test_trained_network_figures_show_the_kept_networks(page, server):
     """The embedding, higher-resolution, grouping and results chapters show the rendered profile's kept
     networks (committed fp16 weights, ``keep_weights`` in rows.yaml) as numbered figures, or say that there
