@@ -151,9 +151,12 @@ def test_reproduce_page_lists_a_command_per_evaluation(page, server):
     open_page(page, server, "book/reproduce.html")
     text = page.inner_text("main")
     evaluations = yaml.safe_load((REPO / "experiments" / "rows.yaml").read_text())["evaluations"]
-    for name in evaluations:
-        assert re.search(rf"papermill experiments/evaluate\.ipynb \S*eval_{name}/evaluate\.ipynb .*-p evaluation {name} ",
-                         text), f"no papermill command for evaluation {name}"
+    for name, evaluation in evaluations.items():
+        command = re.search(rf"papermill experiments/evaluate\.ipynb \S*eval_{name}/evaluate\.ipynb .*-p evaluation {name} .*",
+                            text)
+        assert command, f"no papermill command for evaluation {name}"
+        # the study passes `diagnostics` only where rows.yaml sets it; a hand run must record the same fields
+        assert ("-p diagnostics True" in command.group(0)) == bool(evaluation.get("diagnostics")), command.group(0)
     assert "torchrun --nproc_per_node" in text
 
 
