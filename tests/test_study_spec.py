@@ -434,3 +434,4 @@ def test_a_diagnostic_reading_names_the_weaker_half(gt_tags, gt_heatmaps, std, w
     text = diagnostic_reading("w32_512_ss", row, lambda r, k: "–" if r.get(k) is None else f"{100 * r[k]:.1f}")
     assert text.startswith(f"`w32_512_ss` scores 20.0 AP; with perfect tags (its own heatmaps) {100 * gt_tags:.1f}")
     assert weaker in text and text.endswith("on multi-person images –.")
+    assert "It reaches 22% of the ceiling of its output resolution." in text  # 0.2 of 0.9
