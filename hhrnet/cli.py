@@ -155,9 +155,13 @@ def cmd_study(args: argparse.Namespace) -> None:
     print(f"summary: {summary}")
 
 
+# every command that reads a checkpoint takes the same (hhrnet.checkpoints.locate; names: hhrnet.hub.REGISTRY)
+CHECKPOINT_HELP = ("hhrnet, official or mmpose checkpoint, or a published name (w32_512, w32_640, w48_512; "
+                   "official_w32_512, official_w32_640, official_w48_640 once put in the weights cache)")
+
+
 def add_test_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, type=Path,
-                   help="hhrnet, official or mmpose checkpoint, or a published name (w32_512, w32_640, w48_512)")
+    p.add_argument("--checkpoint", required=True, type=Path, help=CHECKPOINT_HELP)
     p.add_argument("--multi-scale", action="store_true", help="test scales 2, 1, 0.5 (the published multi-scale rows)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     p.add_argument("--no-progress", action="store_true")
@@ -175,13 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_info)
 
     p = sub.add_parser("convert", help="official/mmpose checkpoint → hhrnet checkpoint with embedded config")
-    p.add_argument("src", type=Path)
-    p.add_argument("dst", type=Path)
+    p.add_argument("src", type=Path, help=CHECKPOINT_HELP)
+    p.add_argument("dst", type=Path, help="hhrnet checkpoint to write")
     add_config_options(p)
     p.set_defaults(run=cmd_convert)
 
     p = sub.add_parser("export", help="export the network (no grouping) to ONNX")
-    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path, help=CHECKPOINT_HELP)
     p.add_argument("--onnx", required=True, type=Path)
     p.add_argument("--input-size", type=input_side, help="example input side (axes stay dynamic)")
     add_config_options(p)

@@ -130,6 +130,12 @@ def test_registry_entries_are_complete():
     assert hub.REGISTRY["w32_512"].sha256 == "8ae85183" and hub.REGISTRY["hrnet_w48_imagenet"].sha256 == "8ef0771d"
 
 
+def test_cli_help_names_every_published_network():
+    from hhrnet.cli import CHECKPOINT_HELP
+
+    assert all(name in CHECKPOINT_HELP for name, w in hub.REGISTRY.items() if not w.is_backbone)
+
+
 def test_weights_dir_environment(monkeypatch, tmp_path):
     for var in ("HHRNET_WEIGHTS", "HHRNET_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
@@ -274,7 +280,7 @@ def test_imagenet_backbone_by_name_for_train_pretrained(server, cache, published
 
 
 def test_cli_commands_accept_a_name(server, cache, monkeypatch, tmp_path):
-    # predict, evaluate, export and convert resolve --checkpoint alike; a small network keeps this fast
+    # predict, convert, export and evaluate resolve a name alike; a small network keeps this fast
     tiny = Config(name="tiny", input_size=128, model=ModelConfig(width=8, stage_modules=(1, 1, 1),
                                                                  blocks_per_branch=1, num_basic_blocks=1))
     save_checkpoint(tmp_path / "tiny.pth", HigherHRNet(tiny.model), tiny)
@@ -288,6 +294,44 @@ def test_cli_commands_accept_a_name(server, cache, monkeypatch, tmp_path):
     assert isinstance(json.loads((tmp_path / "pred" / "predictions.json").read_text()), list)  # COCO results
     assert (tmp_path / "pred" / image.name).is_file()  # the drawn image, under the input's name
     assert server.requests == ["tiny.pth"] and (cache / "tiny.pth").is_file()
+
+    # the other commands that take a checkpoint read the cached file: no second request
+    assert cli_main(["convert", "tiny_test", str(tmp_path / "converted.pth")]) == 0
+    assert read_checkpoint(tmp_path / "converted.pth")[1]["name"] == "tiny"
+    assert cli_main(["export", "--checkpoint", "tiny_test", "--onnx", str(tmp_path / "tiny.onnx")]) == 0
+    assert (tmp_path / "tiny.onnx").stat().st_size > 0
+    annotations = json.loads((COCO_MINI / "person_keypoints_val2017.json").read_text())
+    few = {**annotations, "images": annotations["images"][:2]}  # two images keep the evaluation short
+    few["annotations"] = [a for a in annotations["annotations"] if a["image_id"] in {i["id"] for i in few["images"]}]
+    (tmp_path / "few.json").write_text(json.dumps(few))
+    assert cli_main(["evaluate", "--checkpoint", "tiny_test", "--images", str(COCO_MINI / "images"),
+                     "--annotations", str(tmp_path / "few.json"), "--out", str(tmp_path / "eval"),
+                     "--no-progress", "--no-flip"]) == 0
+    assert server.requests == ["tiny.pth"]
+
+
+def test_top_level_load_model_resolves_a_name(server, cache, published, monkeypatch):
+    import hhrnet
+
+    entry = point_at(monkeypatch, server, "w32_512", published[0])
+    model, cfg = hhrnet.load_model("w32_512")  # the package's own API, as the README shows it
+    assert cfg.name == "w32_512" and not model.training
+    assert server.requests == [entry.filename] and (cache / entry.filename).is_file()
+
+
+def test_study_plans_the_published_rows_without_training():
+    """`python -m hhrnet study --profile paper --only published` selects the six evaluations and no training."""
+    from hhrnet.study.plan import Study
+    from hhrnet.study.runner import select_runs
+
+    study = Study.load(REPO / "experiments")
+    runs = select_runs(study.runs("paper"), ["published"])
+    assert sorted(r.name for r in runs) == sorted(f"eval/published_{w}_{t}/seed0" for w in ("w32_512", "w32_640", "w48_512")
+                                                  for t in ("ss", "ms"))
+    for run in runs:
+        assert run.needs == () and run.parameters["published"] is True
+        assert hub.get(run.parameters["checkpoint"]).layout == "mmpose"
+    assert not select_runs(study.runs("cpu"), ["published"])
 
 
 def test_study_rows_of_the_published_checkpoints():
