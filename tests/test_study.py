@@ -35,7 +35,8 @@ def test_paper_profile_is_the_published_configuration(row, width, size, batch):
     """Field by field: the `paper` profile trains and tests exactly the mmpose 0.x configs."""
     study = Study.load(EXPERIMENTS)
     cfg = study.training_config(row, "paper")
-    assert cfg.override(name=row) == preset(row)
+    assert cfg.train.pretrained == f"hrnet_w{width}_imagenet"  # the official PRETRAINED, by its hub name
+    assert cfg.override(**{"name": row, "train.pretrained": None}) == preset(row)
     m, d, loss, t, test = cfg.model, cfg.data, cfg.loss, cfg.train, cfg.test
     assert (m.width, cfg.input_size, m.num_deconvs, m.num_basic_blocks, m.cat_output, m.with_ae_loss) == \
         (width, size, 1, 4, True, (True, False))
