@@ -241,3 +241,22 @@ def test_a_malformed_or_unknown_expectation_is_one_error(experiments):
     (experiments / "rows.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
     with pytest.raises(StudyError, match=r"rows.yaml: families.ae_loss: names unknown evaluations \['no_such_run'\]"):
         Study.load(experiments)
+
+
+def test_published_agreement_compares_each_published_row_within_its_tolerance():
+    """`compare_published` of the published_weights family: hhrnet's AP on mmpose's weights beside mmpose's row."""
+    from hhrnet.study.results import published_agreement
+
+    definition = Study.load(EXPERIMENTS).definition
+    family = definition.families["published_weights"]
+    tolerance = family.compare_published["tolerance_AP"]
+    mmpose = {r["evaluation"]: r["AP"] for r in definition.published["mmpose"].rows}
+    rows = {"published_w32_512_ss": {"AP": mmpose["w32_512_ss"] + tolerance / 2},   # within
+            "published_w48_512_ms": {"AP": mmpose["w48_512_ms"] - 3 * tolerance}}   # beyond
+    agreement = {a["evaluation"]: a for a in published_agreement(definition, "published_weights", rows)}
+    assert set(agreement) == set(rows)  # unmeasured evaluations are left out
+    assert agreement["published_w32_512_ss"]["within"] and agreement["published_w32_512_ss"]["published row"] == \
+        "mmpose w32_512_ss"
+    assert not agreement["published_w48_512_ms"]["within"]
+    assert agreement["published_w48_512_ms"]["ΔAP"] == pytest.approx(-3 * tolerance)
+    assert published_agreement(definition, "table", rows) == []  # a family without compare_published

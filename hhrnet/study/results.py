@@ -21,7 +21,7 @@ from .errors import StudyError
 
 if TYPE_CHECKING:
     from .plan import Study
-    from .spec import FamilySpec, PublishedSource
+    from .spec import FamilySpec, PublishedSource, StudySpec
 
 # COCO rows carry AP_M / AP_L (area), CrowdPose rows AP_easy / AP_medium / AP_hard (crowd index,
 # hhrnet.evaluation.CROWD_METRIC_NAMES); a row without a key has None there
@@ -290,6 +290,30 @@ def published_rows(family: "FamilySpec",
     rows = [("official README", r) for r in (official.rows if official else ())
             if r.get("evaluation") in family.evaluations]
     return rows if len(rows) > 1 else []
+
+
+def published_agreement(definition: "StudySpec", family: str,
+                        rows: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A family's ``compare_published`` check (rows.yaml): each of its measured evaluations beside the row of
+    ``compare_published.source`` it reproduces (its ``published`` key), with AP(hhrnet) − AP(published) and
+    whether that is within ``tolerance_AP``.  For published weights the network is fixed, so a difference
+    beyond the tolerance is a difference in evaluation."""
+    spec = definition.families[family]
+    source = spec.compare_published.get("source")
+    if not source:
+        return []
+    tolerance = float(spec.compare_published.get("tolerance_AP", 0.0))
+    by_label = {r.get("evaluation") or r.get("label"): r for r in definition.published[source].rows}
+    out = []
+    for name in spec.evaluations:
+        label = definition.evaluations[name].published.get(source)
+        if name not in rows or label not in by_label:
+            continue
+        delta = rows[name]["AP"] - by_label[label]["AP"]
+        out.append({"evaluation": name, "published row": f"{source} {label}", "AP": rows[name]["AP"],
+                    "published AP": by_label[label]["AP"], "ΔAP": delta, "within": abs(delta) <= tolerance + 1e-12,
+                    "tolerance": tolerance})
+    return out
 
 
 def published_difference(family: "FamilySpec", a: str, b: str,
