@@ -102,12 +102,30 @@ def perfect_tags(joints: np.ndarray, height: int, width: int, per_joint: bool, s
     return planes
 
 
+# Far below any trained network's precision, far above float32 rounding at 1.0 (1.2e-7), and far below
+# the gap between a Gaussian target's peak and its neighbours, so it only decides exact ties.
+TIE_BREAK = 1e-4
+
+
+def break_ties(heat: np.ndarray, seed: int) -> np.ndarray:
+    """``heat`` plus seeded noise below ``TIE_BREAK`` on its non-zero pixels.
+
+    A target peak sits exactly on a pixel, so upsampling it (bilinear, ``align_corners=False``) puts two
+    (per axis) equal maxima beside it; NMS keeps every pixel equal to its neighbourhood's maximum, and
+    grouping makes a person of each copy: perfect maps of a single output score four detections per
+    person.  A trained network's maps never tie exactly, so the ceiling breaks the tie by noise.
+    """
+    noise = np.random.default_rng(seed).random(heat.shape, dtype=np.float32) * np.float32(TIE_BREAK)
+    return heat + noise * (heat > 0)
+
+
 def perfect_outputs(joints_image: np.ndarray, cfg: Config, size_wh: Sequence[int], center: np.ndarray,
                     scale_200: np.ndarray, scale: float, flip: bool, tag_threshold: float = 1.0) -> ScaleOutputs:
     """What a perfect network returns for one test scale: per output, target heatmaps then perfect tags.
 
     Output ``i`` has stride ``cfg.model.output_strides[i]`` and ``cfg.model.output_channels(i)`` channels,
-    like ``HigherHRNet``; ``joints_image (P, K, 3)`` are image pixels (``annotated_people``).
+    like ``HigherHRNet``; ``joints_image (P, K, 3)`` are image pixels (``annotated_people``).  Heatmaps are
+    the training targets with their exact ties broken (``break_ties``).
     """
     model = cfg.model
     outputs = []
@@ -116,7 +134,7 @@ def perfect_outputs(joints_image: np.ndarray, cfg: Config, size_wh: Sequence[int
         joints = joints_image.copy()
         joints[..., :2] = warp_points(joints_image[..., :2], affine_matrix(center, scale_200, (width, height)))
         heat = fixed_sigma_heatmaps(joints, max(width, height), cfg.data.sigma)[:, :height, :width]
-        maps = [heat]
+        maps = [break_ties(heat, seed=i)]
         if model.output_channels(i) > model.num_joints:
             maps.append(perfect_tags(joints, height, width, model.tag_per_joint, tag_spacing(tag_threshold)))
         outputs.append(torch.from_numpy(np.ascontiguousarray(np.concatenate(maps)))[None])

@@ -153,3 +153,15 @@ def test_image_groups_partition_the_split(gt):
     assert sorted(ids) == sorted(gt.getImgIds()) and len(set(ids)) == len(ids)
     for image_id in groups["single"]:
         assert sum(a["num_keypoints"] > 0 and not a["iscrowd"] for a in gt.imgToAnns[image_id]) == 1
+
+
+@pytest.mark.parametrize("changes", [{"model.num_deconvs": 0}, {"test.with_heatmaps": (False, True)}],
+                         ids=["hrnet_1_4_only", "higher_1_2_only"])
+def test_a_single_outputs_perfect_maps_give_one_detection_per_person(gt, sample_ids, changes):
+    """Upsampling a target's exact peak makes equal twin maxima; unbroken, each became a person (4 per person)."""
+    cfg = tiny_config(256).override(**changes)
+    stub = StubNetwork(cfg, [])
+    results = diagnostic_results(stub, gt, IMAGES, sample_ids, variants=("ceiling",))["ceiling"]
+    people = sum(len(annotated_people(gt.imgToAnns[i], cfg.model.num_joints)) for i in sample_ids)
+    assert len(results) <= people + 1, (len(results), people)
+    assert evaluate_coco(gt, results, sample_ids)["AP"] >= 0.7
