@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config, parse_overrides
+from .keypoints import DEFAULT_KEYPOINTS, registered
 
 
 def positive_int(text: str) -> int:
@@ -203,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.add_argument("--format", choices=("png", "jpg"), default="png")
-    p.add_argument("--keypoints", choices=("coco", "crowdpose"), default="coco",
-                   help="joints per person; crowdpose also writes each image's crowdIndex")
+    p.add_argument("--keypoints", choices=registered(), default=DEFAULT_KEYPOINTS,
+                   help="keypoint set (hhrnet.keypoints) each person carries; crowdpose also writes each image's crowdIndex")
     p.add_argument("--force", action="store_true", help="regenerate even if DIR holds this exact dataset")
     p.set_defaults(run=cmd_synth)
 
