@@ -167,7 +167,8 @@ def cmd_study(args: argparse.Namespace) -> None:
 def add_test_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path,
                    help="hhrnet, official or mmpose checkpoint, or a published name (w32_512, w32_640, w48_512)")
-    p.add_argument("--multi-scale", action="store_true", help="test scales 2, 1, 0.5 (config.MULTI_SCALE, the published multi-scale rows)")
+    p.add_argument("--multi-scale", action="store_true",
+                   help="test scales 2, 1, 0.5 (config.MULTI_SCALE, the published multi-scale rows)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     p.add_argument("--no-progress", action="store_true")
     add_config_options(p)
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.add_argument("--format", choices=("png", "jpg"), default="png")
     p.add_argument("--keypoints", choices=registered(), default=DEFAULT_KEYPOINTS,
-                   help="keypoint set (hhrnet.keypoints) each person carries; crowdpose also writes each image's crowdIndex")
+                   help="keypoint set each person carries (hhrnet.keypoints); crowdpose also writes crowdIndex")
     p.add_argument("--force", action="store_true", help="regenerate even if DIR holds this exact dataset")
     p.set_defaults(run=cmd_synth)
 
