@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config, parse_overrides
+from .keypoints import DEFAULT_KEYPOINTS, registered
 
 
 def positive_int(text: str) -> int:
@@ -107,19 +108,28 @@ def cmd_synth(args: argparse.Namespace) -> None:
     print(f"synthetic {args.keypoints} keypoints dataset (COCO format) in {dataset.root}")
 
 
-def test_config_from_args(args: argparse.Namespace):
-    from .config import TestConfig
+def predictor_from_args(args: argparse.Namespace, **kwargs):
+    """The checkpoint's ``Predictor``, testing as the study would: ``--config``'s ``test`` (with its
+    ``--set test.*``) or else the checkpoint's own, changed only by ``--no-flip`` / ``--multi-scale``."""
+    import dataclasses
 
-    return TestConfig(flip_test=not args.no_flip, scales=(2.0, 1.0, 0.5) if args.multi_scale else (1.0,))
+    from .config import MULTI_SCALE
+    from .inference import Predictor
+
+    requested = config_from_args(args)
+    predictor = Predictor.from_checkpoint(args.checkpoint, config=requested, **kwargs)
+    changes = {"flip_test": False} if args.no_flip else {}
+    if args.multi_scale:
+        changes["scales"] = MULTI_SCALE
+    predictor.test = dataclasses.replace((requested or predictor.cfg).test, **changes)
+    return predictor
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Poses for images, folders, globs and videos: COCO results JSON and drawn images in ``--out``."""
-    from .inference import Predictor
     from .predict import predict_inputs
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, test=test_config_from_args(args), config=config_from_args(args),
-                                          batch_size=args.batch_size)
+    predictor = predictor_from_args(args, batch_size=args.batch_size)
     report = predict_inputs(predictor, args.inputs, args.out, overwrite=args.overwrite, min_score=args.min_score,
                             progress=not args.no_progress, draw=not args.no_draw)
     for failure in report.failures:
@@ -131,13 +141,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Keypoint AP of a checkpoint on a COCO-format split (the protocol of its keypoint set: COCO or
     CrowdPose); JSON + markdown summary in ``--out``."""
-    from .evaluation import metrics_markdown
-    from .inference import Predictor, evaluate_dataset
+    from .evaluation import evaluate, metrics_markdown
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, test=test_config_from_args(args), config=config_from_args(args))
+    predictor = predictor_from_args(args)
     paths = {"annotation_file": args.annotations, "image_dir": args.images} if args.annotations else \
         {"root": args.data, "split": args.split}
-    metrics = evaluate_dataset(predictor, out_dir=args.out, progress=not args.no_progress, backend="auto", **paths)
+    metrics = evaluate(predictor, out_dir=args.out, progress=not args.no_progress, backend="auto", **paths)
     print(metrics_markdown(metrics, title=f"{predictor.cfg.name}: {args.split or args.annotations}"))
 
 
@@ -162,7 +171,8 @@ CHECKPOINT_HELP = ("hhrnet, official or mmpose checkpoint, or a published name (
 
 def add_test_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help=CHECKPOINT_HELP)
-    p.add_argument("--multi-scale", action="store_true", help="test scales 2, 1, 0.5 (the published multi-scale rows)")
+    p.add_argument("--multi-scale", action="store_true",
+                   help="test scales 2, 1, 0.5 (config.MULTI_SCALE, the published multi-scale rows)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     p.add_argument("--no-progress", action="store_true")
     add_config_options(p)
@@ -199,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.add_argument("--format", choices=("png", "jpg"), default="png")
-    p.add_argument("--keypoints", choices=("coco", "crowdpose"), default="coco",
-                   help="joints per person; crowdpose also writes each image's crowdIndex")
+    p.add_argument("--keypoints", choices=registered(), default=DEFAULT_KEYPOINTS,
+                   help="keypoint set each person carries (hhrnet.keypoints); crowdpose also writes crowdIndex")
     p.add_argument("--force", action="store_true", help="regenerate even if DIR holds this exact dataset")
     p.set_defaults(run=cmd_synth)
 

@@ -140,7 +140,7 @@ def predict_inputs(predictor: Any, items: Sequence[str | Path], out_dir: str | P
         for start in range(0, len(images), batch):
             chunk = images[start:start + batch]
             for index, item, image, poses in _predict_chunk(predictor, chunk, report):
-                entries = _entries(start + index, poses)
+                entries = _entries(start + index, poses, getattr(predictor, "keypoints", None))
                 results += [dict(e, file_name=item.name.as_posix()) for e in entries]
                 report.images += 1
                 report.people += len(entries)
@@ -181,8 +181,12 @@ def _predict_chunk(predictor: Any, chunk: Sequence[Input], report: Report) -> It
             yield index, item, image, poses
 
 
-def _entries(image_id: int, poses: Any) -> list[dict[str, Any]]:
-    return [{"image_id": image_id, "category_id": 1, "keypoints": np.round(k, 3).reshape(-1).tolist(),
+def _entries(image_id: int, poses: Any, kset: Any = None) -> list[dict[str, Any]]:
+    """COCO result entries of one image, in the category of ``kset`` (the predictor's set; COCO's without one)."""
+    from .keypoints import COCO_17
+
+    category = (kset if kset is not None else COCO_17).category_id
+    return [{"image_id": image_id, "category_id": category, "keypoints": np.round(k, 3).reshape(-1).tolist(),
              "score": round(float(s), 6)} for k, s in zip(poses.keypoints, poses.scores)]
 
 
@@ -239,7 +243,7 @@ def _predict_video(predictor: Any, item: Input, out_dir: Path, min_score: float,
     try:
         for batch in _frames(item.path, max(1, getattr(predictor, "batch_size", 1))):
             for image, poses in zip(batch, predictor(batch)):
-                entries = _entries(count, poses)
+                entries = _entries(count, poses, getattr(predictor, "keypoints", None))
                 frames.append({"frame": count, "people": [{"keypoints": e["keypoints"], "score": e["score"]}
                                                           for e in entries]})
                 people += len(entries)

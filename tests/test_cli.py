@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -140,3 +141,39 @@ def test_predict_a_folder_with_one_bad_image_completes_the_rest_and_exits_1(file
     assert main(argv) == 1 and "already exists" in capsys.readouterr().err
     assert (tmp_path / "out" / "a" / "pic.jpg").read_bytes() == before
     assert main(argv + ["--overwrite"]) == 1  # the two bad inputs still fail
+
+
+def test_predict_and_evaluate_test_with_the_config_then_the_flags(files, tmp_path, monkeypatch):
+    """``--set test.*`` and a YAML ``test:`` section reach the predictor; --no-flip / --multi-scale change only
+    their field; without --config the checkpoint's own test settings are used (not a fresh TestConfig)."""
+    import hhrnet.evaluation
+    import hhrnet.predict
+    from hhrnet.config import MULTI_SCALE
+
+    own = TINY.override(**{"test.detection_threshold": 0.2})
+    save_checkpoint(tmp_path / "own.pth", HigherHRNet(own.model), own)
+    save_config(TINY.override(**{"test.max_people": 7}), tmp_path / "test7.yaml")
+    seen = []
+
+    def capture(predictor, *args, **kwargs):
+        seen.append(predictor.test)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(hhrnet.evaluation, "evaluate", capture)
+    monkeypatch.setattr(hhrnet.predict, "predict_inputs", capture)
+    ev = ["evaluate", "--annotations", str(COCO_MINI / "person_keypoints_val2017.json"),
+          "--images", str(COCO_MINI / "images"), "--no-progress"]
+    pr = ["predict", str(COCO_MINI / "images"), "--out", str(tmp_path / "out"), "--no-progress"]
+    cases = [
+        (["--checkpoint", str(tmp_path / "own.pth")], own.test),
+        (["--checkpoint", str(tmp_path / "own.pth"), "--no-flip"], replace(own.test, flip_test=False)),
+        (["--checkpoint", str(files / "tiny.pth"), "--config", str(files / "tiny.yaml"),
+          "--set", "test.flip_test=false", "--set", "test.scales=[2.0, 1.0]"],
+         replace(TINY.test, flip_test=False, scales=(2.0, 1.0))),
+        (["--checkpoint", str(files / "tiny.pth"), "--config", str(tmp_path / "test7.yaml"), "--multi-scale"],
+         replace(TINY.test, max_people=7, scales=MULTI_SCALE)),
+    ]
+    for command in (ev, pr):
+        for flags, expected in cases:
+            seen.clear()
+            assert main(command + flags) == 1 and seen == [expected], (command[0], flags, seen)

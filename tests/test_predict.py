@@ -12,10 +12,11 @@ import torch
 
 from conftest import COCO_MINI
 from hhrnet.config import TestConfig
-from hhrnet.inference import Predictor
+from hhrnet.inference import Poses, Predictor
 from hhrnet.model import HigherHRNet
 from hhrnet.predict import PredictError, expand_inputs, predict_inputs
 from test_cli import TINY
+from test_keypoints import STAR
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +55,21 @@ def test_nothing_to_predict_is_one_error(predictor, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(PredictError, match="empty: folder holds no image or video files"):
         predict_inputs(predictor, [tmp_path / "empty"], tmp_path / "out", progress=False)
+
+
+def test_results_and_drawings_follow_the_predictors_keypoint_set(tmp_path):
+    """A 5-joint predictor: JSON entries in its set's category with 5 joints each, drawn with its skeleton."""
+
+    class StarPredictor:
+        keypoints, batch_size = STAR, 1
+
+        def __call__(self, images):
+            joints = np.array([[[40, 20, 1], [20, 40, 1], [60, 40, 1], [30, 70, 1], [50, 70, 1]]], np.float32)
+            return [Poses(joints, np.array([0.9], np.float32), np.zeros((1, 5, 1), np.float32)) for _ in images]
+
+    cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((96, 96, 3), np.uint8))
+    report = predict_inputs(StarPredictor(), [tmp_path / "blank.png"], tmp_path / "out", progress=False)
+    assert report.failures == [] and report.people == 1
+    [entry] = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert entry["category_id"] == STAR.category_id == 3 and len(entry["keypoints"]) == 15
+    assert cv2.imread(str(tmp_path / "out" / "blank.png")).any()  # the star was drawn
