@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -143,6 +144,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     CrowdPose); JSON + markdown summary in ``--out``."""
     from .evaluation import evaluate, metrics_markdown
 
+    if (args.annotations is None) != (args.images is None):
+        raise ValueError("--annotations and --images go together (or give --data and --split)")
+    if args.annotations is not None and (args.data is not None or args.split is not None):
+        raise ValueError("give either --annotations and --images, or --data and --split, not both")
+    if args.annotations is None and (args.data is None or args.split is None):
+        raise ValueError("give --data and --split (or --annotations and --images)")
     predictor = predictor_from_args(args)
     paths = {"annotation_file": args.annotations, "image_dir": args.images} if args.annotations else \
         {"root": args.data, "split": args.split}
@@ -259,7 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def one_line(err: BaseException) -> str:
     """An exception as one line: its message (first line), or its type when it has none."""
+    import yaml
+
     text = str(err).strip()
+    cause = err.__context__
+    if isinstance(err, ConfigError) and isinstance(cause, yaml.MarkedYAMLError) and (cause.problem_mark or cause.context_mark):
+        # a YAML syntax error behind a config error ("FILE: not valid YAML/JSON (...)"): file, line and column
+        mark = cause.problem_mark or cause.context_mark
+        where = text.partition(": ")[0] if mark.name.startswith("<") else mark.name
+        return f"{where}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {cause.problem or cause.context}"
     if isinstance(err, KeyError) and text:
         text = f"missing key {text}"
     first = text.splitlines()[0] if text else type(err).__name__
@@ -269,6 +284,9 @@ def one_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if not args.debug:  # OpenCV's FFmpeg backend logs to stderr itself (e.g. "moov atom not found" for a bad
+        # video); hhrnet reports such a file in one line. Only read before cv2 is first imported.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
     formatwarning = warnings.formatwarning
     if not args.debug:  # warnings as one line too, without the source line that raised them
         warnings.formatwarning = lambda message, category, *_, **__: f"hhrnet {args.command}: warning: {message}\n"

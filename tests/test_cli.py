@@ -50,10 +50,13 @@ def files(tmp_path_factory):
                               ("wrong_type", ["profiles", "smoke", "width"], "fast"),
                               ("bad_config_key", ["trainings", "w32_512", "changes"], {"model.widht": 3}),
                               ("unknown_profile", ["evaluations", "w32_512_ss", "profiles"], ["gpu"]),
-                              ("syntax", None, None)]:
+                              ("syntax", None, None), ("duplicate", None, None)]:
         exp = d / f"study_{name}"
         exp.mkdir()
-        if keys is None:
+        if name == "duplicate":  # PyYAML would keep the second value silently
+            text = original.replace("\nprofiles:\n  smoke:\n", "\nprofiles:\n  smoke:\n    seeds: [7]\n", 1)
+            assert text != original
+        elif keys is None:
             text = original + "\nbroken: {a: [1, 2\n"
         else:
             spec = yaml.safe_load(original)
@@ -66,11 +69,13 @@ def files(tmp_path_factory):
 
 
 def battery(d):
+    # the broken studies run with --only matching nothing: a rows.yaml wrongly accepted fails the test at
+    # once ("--only no_such_run: no run") instead of starting a real study
     ck, img = str(d / "tiny.pth"), str(COCO_MINI / "images")
     ev = ["evaluate", "--checkpoint", ck, "--images", img, "--no-progress", "--annotations"]
     return [
         (["info", "--config", "w99"], r"'w99' is neither a preset"),
-        (["info", "--config", str(d / "bad.yaml")], r"bad.yaml: not valid YAML"),
+        (["info", "--config", str(d / "bad.yaml")], r"bad.yaml:2:1: YAML syntax error: expected ',' or ']'"),
         (["info", "--config", str(d / "typo.yaml")], r"typo.yaml: unknown config key\(s\) model.widht"),
         (["info", "--config", "w32_512", "--set", "model.width=0"], r"model.width must be a number >= 1"),
         (["info", "--config", "w32_512", "--set", "input_size=50"], r"input_size must be a positive multiple of 32"),
@@ -84,6 +89,9 @@ def battery(d):
         (ev + [str(d / "short.json")], r"short.json: annotation \d+: 'keypoints' has 48 values"),
         (ev + [str(d / "malformed.json")], r"malformed.json: not valid JSON"),
         (["evaluate", "--checkpoint", ck, "--data", str(d / "nowhere"), "--split", "val"], r"no image folder for split 'val'"),
+        (["evaluate", "--checkpoint", ck, "--annotations", str(d / "short.json")], r"--annotations and --images go together"),
+        (["evaluate", "--checkpoint", ck, "--data", str(d / "nowhere")], r"give --data and --split"),
+        (ev[:-1] + ["--data", img, "--split", "val", "--annotations", str(d / "short.json")], r"not both"),
         (["predict", str(d / "empty.jpg"), "--checkpoint", ck, "--out", str(d / "p1"), "--no-progress"], r"empty.jpg: empty file"),
         (["predict", str(d / "nothing*.jpg"), "--checkpoint", ck, "--out", str(d / "p2")], r"nothing\*.jpg: pattern matches no file"),
         (["predict", img, "--checkpoint", ck, "--out", str(d / "p3"), "--min-score", "2"], r"--min-score: must be between 0 and 1"),
@@ -92,12 +100,13 @@ def battery(d):
         (["train", "--config", "w32_512", "--out", str(d / "t2"), "--resume"], r"--resume: no last.pth in"),
         (["synth", "--out", str(d / "s"), "--size", "100"], r"--size: must be a positive multiple of 32"),
         (["synth", "--out", str(d / "s"), "--train", "-3"], r"--train: must be at least 1"),
-        (["study", "--experiments", str(d / "study_unknown_key")], r"rows.yaml: trainings.w32_512: unknown key 'chnages'"),
-        (["study", "--experiments", str(d / "study_syntax")], r"rows.yaml:\d+:\d+: YAML syntax error"),
-        (["study", "--experiments", str(d / "study_missing_training")], r"rows.yaml: evaluations.w32_512_ss.training: unknown training 'nope'"),
-        (["study", "--experiments", str(d / "study_wrong_type")], r"rows.yaml: profiles.smoke.width: expected a number > 0, got 'fast'"),
-        (["study", "--experiments", str(d / "study_bad_config_key")], r"rows.yaml: trainings.w32_512.changes: unknown config key 'model.widht'"),
-        (["study", "--experiments", str(d / "study_unknown_profile")], r"rows.yaml: evaluations.w32_512_ss.profiles: unknown profile 'gpu'"),
+        (["study", "--experiments", str(d / "study_unknown_key"), "--profile", "smoke", "--only", "no_such_run"], r"rows.yaml: trainings.w32_512: unknown key 'chnages'"),
+        (["study", "--experiments", str(d / "study_syntax"), "--profile", "smoke", "--only", "no_such_run"], r"rows.yaml:\d+:\d+: YAML syntax error"),
+        (["study", "--experiments", str(d / "study_duplicate"), "--profile", "smoke", "--only", "no_such_run"], r"rows.yaml:\d+:\d+: YAML syntax error: key 'seeds' appears twice"),
+        (["study", "--experiments", str(d / "study_missing_training"), "--profile", "smoke", "--only", "no_such_run"], r"rows.yaml: evaluations.w32_512_ss.training: unknown training 'nope'"),
+        (["study", "--experiments", str(d / "study_wrong_type"), "--profile", "smoke", "--only", "no_such_run"], r"rows.yaml: profiles.smoke.width: expected a number > 0, got 'fast'"),
+        (["study", "--experiments", str(d / "study_bad_config_key"), "--profile", "smoke", "--only", "no_such_run"], r"rows.yaml: trainings.w32_512.changes: unknown config key 'model.widht'"),
+        (["study", "--experiments", str(d / "study_unknown_profile"), "--profile", "smoke", "--only", "no_such_run"], r"rows.yaml: evaluations.w32_512_ss.profiles: unknown profile 'gpu'"),
         (["study", "--experiments", str(d / "nowhere")], r"nowhere/rows.yaml: no study definition"),
         (["study", "--experiments", str(REPO / "experiments"), "--profile", "nope"], r"unknown profile 'nope'"),
         (["study", "--experiments", str(REPO / "experiments"), "--profile", "smoke", "--only", "zzz"], r"--only zzz: no run"),
@@ -177,3 +186,21 @@ def test_predict_and_evaluate_test_with_the_config_then_the_flags(files, tmp_pat
         for flags, expected in cases:
             seen.clear()
             assert main(command + flags) == 1 and seen == [expected], (command[0], flags, seen)
+
+
+def test_a_bad_video_is_one_line_without_ffmpeg_chatter(files, tmp_path):
+    """OpenCV's FFmpeg backend logs to stderr by itself ("moov atom not found"); the CLI silences it
+    (before cv2 is imported, hence a fresh process) and reports the file in one line."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "fake.mp4").write_bytes(b"not a video")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "hhrnet", "predict", str(tmp_path / "fake.mp4"), "--checkpoint",
+                           str(files / "tiny.pth"), "--out", str(tmp_path / "out"), "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"hhrnet predict: error: {tmp_path / 'fake.mp4'}: not a readable video "
+                                                "(corrupt or unsupported format)"], done.stderr

@@ -112,6 +112,19 @@ def test_a_yaml_syntax_error_names_line_and_column(tmp_path):
         Study.load(tmp_path)
 
 
+def test_a_key_given_twice_names_line_and_column_and_merge_overrides_stay_allowed(tmp_path):
+    """PyYAML keeps the second of two equal keys silently; the study refuses it. ``<<: *anchor`` followed
+    by one of the anchor's keys is an override (the committed profiles use it), not a duplicate."""
+    from hhrnet.study.spec import read_yaml
+
+    path = tmp_path / "rows.yaml"
+    path.write_text("base: &base {a: 1, b: 2}\nx: {<<: *base, b: 3}\n")
+    assert read_yaml(path) == {"base": {"a": 1, "b": 2}, "x": {"a": 1, "b": 3}}
+    path.write_text("profiles:\n  smoke:\n    width: 0.125\n    seeds: [0]\n    width: 0.5\n")
+    with pytest.raises(SpecError, match=r"rows.yaml:5:5: YAML syntax error: key 'width' appears twice"):
+        read_yaml(path)
+
+
 def _stamped(path, ap, stamp="abc"):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"AP": ap, "stamp": stamp}))
