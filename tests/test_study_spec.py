@@ -85,9 +85,10 @@ def test_an_evaluation_of_published_weights_needs_no_training(tmp_path):
     (lambda s: s["trainings"]["crowdpose_w32_512"]["data"].pop("crowdpose"),
      r"trainings.crowdpose_w32_512: its keypoint set is 'crowdpose' but profile 'paper' reads COCO"),
     (lambda s: s["trainings"]["crowdpose_w32_512"]["data"].update(hdf5={}), r"trainings.crowdpose_w32_512.data: unknown key 'hdf5'"),
-    (lambda s: s["trainings"]["crowdpose_w32_512"]["profile_changes"].update(gpu={}),
+    # profile_changes is a shared YAML anchor (imagenet_w32): give this training its own changed copy
+    (lambda s: s["trainings"]["crowdpose_w32_512"].update(profile_changes={"paper": {}, "gpu": {}}),
      r"trainings.crowdpose_w32_512.profile_changes: unknown profile 'gpu'"),
-    (lambda s: s["trainings"]["crowdpose_w32_512"]["profile_changes"]["paper"].update({"train.nope": 1}),
+    (lambda s: s["trainings"]["crowdpose_w32_512"].update(profile_changes={"paper": {"train.nope": 1}}),
      r"trainings.crowdpose_w32_512.profile_changes.paper: "),
     (lambda s: s["families"]["crowds"].update(expect=["crowdpose_w32_512_ss.AP_tiny > crowdpose_w32_512_ss"]),
      r"families.crowds.expect: .*unknown metric 'AP_tiny'"),
