@@ -260,3 +260,17 @@ def test_published_agreement_compares_each_published_row_within_its_tolerance():
     assert not agreement["published_w48_512_ms"]["within"]
     assert agreement["published_w48_512_ms"]["ΔAP"] == pytest.approx(-3 * tolerance)
     assert published_agreement(definition, "table", rows) == []  # a family without compare_published
+
+
+@pytest.mark.parametrize("profile", ["cpu", "default"])
+def test_scale_aware_sigma_keeps_the_papers_width_relative_to_the_person(profile):
+    """Scale-aware sigma is max(box) / base_size * base_sigma in image pixels, drawn on the output grid, so its
+    width relative to a person goes as image size / (base_size * input size): keep the paper's (COCO's 640 px
+    images, input 512, base_size 256) at CPU scale."""
+    study = Study.load(EXPERIMENTS)
+    cfg = study.training_config("scale_aware_sigma", profile)
+    image = study.data_spec(profile)["synthetic"]["size"]
+    paper = study.training_config("scale_aware_sigma", "paper")
+    assert paper.data.scale_aware_base_size(paper.input_size) == 256
+    relative = image / (cfg.data.scale_aware_base_size(cfg.input_size) * cfg.input_size)
+    assert relative == pytest.approx(640 / (256 * 512), rel=0.05)
