@@ -374,12 +374,17 @@ def diagnostic_reading(name: str, row: Mapping[str, Any], points: Callable[[Mapp
                f"{points(row, 'diag_AP_gt_tags')}, with perfect heatmaps (its own tags) "
                f"{points(row, 'diag_AP_gt_heatmaps')}, with both {points(row, 'diag_AP_ceiling')} (the ceiling). ")
     weaker = "" if check["ΔAP"] is None else _weaker_half(check["ΔAP"], check["within noise"]) + " "
-    ap, ceiling = row.get("diag_AP"), row.get("diag_AP_ceiling")
-    share = (f"It reaches {100 * ap / ceiling:.0f}% of the ceiling of its output resolution. "
-             if ap is not None and ceiling else "")
+    reached = ceiling_share(row)
+    share = f"It reaches {reached:.0f}% of the ceiling of its output resolution. " if reached is not None else ""
     subsets = (f"On single-person images it scores {points(row, 'diag_AP_single')} AP, "
                f"on multi-person images {points(row, 'diag_AP_multi')}.")
     return numbers + weaker + share + subsets
+
+
+def ceiling_share(row: Mapping[str, Any]) -> float | None:
+    """The network's AP as a percentage of its perfect-map ceiling (None without diagnostics)."""
+    ap, ceiling = row.get("diag_AP"), row.get("diag_AP_ceiling")
+    return 100 * ap / ceiling if ap is not None and ceiling else None
 
 
 def _weaker_half(delta: float, within_noise: bool) -> str:
