@@ -62,12 +62,25 @@ def test_an_evaluation_of_published_weights_needs_no_training(tmp_path):
     assert "eval/w32_768/seed0" not in smoke and "train/w32_768/seed0" in {r.name for r in study.runs("cpu")}
 
 
+def test_a_profile_can_narrow_the_trainings_it_runs(tmp_path):
+    """``trainings:`` in a profile keeps those trainings and the evaluations of them; other profiles keep all."""
+    study = _write(tmp_path, lambda s: s["profiles"]["smoke"].update(trainings=["hrnet_baseline"]))
+    assert list(study.trainings("smoke")) == ["hrnet_baseline"]
+    assert {r.name for r in study.runs("smoke")} == {"train/hrnet_baseline/seed0", "eval/hrnet_baseline/seed0"}
+    assert "train/w32_512/seed0" in {r.name for r in study.runs("cpu")}
+    committed = Study.load(EXPERIMENTS)  # the default profile: the headline and its HRNet baseline
+    assert set(committed.trainings("default")) == {"w32_512", "hrnet_baseline"}
+    assert set(committed.evaluations("default")) >= {"w32_512_ss", "w32_512_ms", "hrnet_baseline"}
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda s: s["evaluations"]["w32_512_ss"].update(checkpoint="x.pth"), r"evaluations.w32_512_ss: give exactly one"),
     (lambda s: s["evaluations"]["w32_512_ss"].update(profiles="paper"), r"evaluations.w32_512_ss.profiles: expected a list"),
     (lambda s: s["trainings"]["w32_512"].update(preset="w64_512"), r"trainings.w32_512.preset: expected a preset"),
     (lambda s: s["profiles"]["cpu"].update(seeds=[]), r"profiles.cpu.seeds: expected at least one seed"),
     (lambda s: s["profiles"]["cpu"].update(headline=["w32_512"]), r"profiles.cpu: unknown key 'headline'"),
+    (lambda s: s["profiles"]["default"].update(trainings=["w32_999"]), r"profiles.default.trainings: unknown training 'w32_999'"),
+    (lambda s: s["profiles"]["default"].update(trainings="w32_512"), r"profiles.default.trainings: expected a list"),
     (lambda s: s["profiles"]["cpu"]["input_sizes"].update({640: 160}), r"profiles.cpu.input_sizes: sizes must be positive multiples of 64"),
     (lambda s: s["profiles"]["cpu"]["input_sizes"].pop(768), r"profiles.cpu.input_sizes: no entry for 768, the input size of training 'w32_768'"),
     (lambda s: s["evaluations"]["w32_512_ss"].update(published={"mmpose": "nope"}), r"evaluations.w32_512_ss.published: no row 'nope' in published.mmpose"),
@@ -275,11 +288,12 @@ def test_stamps_do_not_depend_on_where_the_repository_or_cache_is(tmp_path, monk
 
 
 def test_cpu_profiles_plan_the_crowdpose_rows_on_synthetic_crowds():
-    """The CrowdPose training and its three evaluations run in every CPU profile, with the crowdpose set,
-    on CrowdPose-format synthetic crowds of their own data root (generated on demand), while the COCO
-    rows keep the profile's data."""
+    """The CrowdPose training and its three evaluations run in the smoke and cpu profiles (the default
+    profile keeps the headline and its baseline), with the crowdpose set, on CrowdPose-format synthetic
+    crowds of their own data root (generated on demand), while the COCO rows keep the profile's data."""
     study = Study.load(EXPERIMENTS)
-    for profile in ("smoke", "default", "cpu"):
+    assert "crowdpose_w32_512" not in study.trainings("default")
+    for profile in ("smoke", "cpu"):
         runs = {r.name: r for r in study.runs(profile)}
         seeds = study.profile_spec(profile).seeds
         for seed in seeds:

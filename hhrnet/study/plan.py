@@ -63,8 +63,11 @@ class Study:
         return self.root / "results" / profile
 
     def trainings(self, profile: str) -> dict[str, TrainingSpec]:
-        """The trainings of a profile (those restricted by ``profiles:`` to others are left out)."""
-        return {n: t for n, t in self.definition.trainings.items() if t.profiles is None or profile in t.profiles}
+        """The trainings of a profile: its ``trainings:`` list if it has one, less those whose ``profiles:``
+        leave it out."""
+        only = self.profile_spec(profile).trainings
+        return {n: t for n, t in self.definition.trainings.items()
+                if (t.profiles is None or profile in t.profiles) and (only is None or n in only)}
 
     def evaluations(self, profile: str) -> dict[str, EvaluationSpec]:
         trainings = self.trainings(profile)

@@ -101,7 +101,8 @@ class ProfileSpec:
     """How a profile scales every training: a width factor, input sizes, changes, data, seeds.
 
     ``input_sizes`` maps each published input size to the profile's (multiples of 64, the sizes the
-    test resize keeps); without it the published sizes are used.  Every training runs once per seed.
+    test resize keeps); without it the published sizes are used.  Every training runs once per seed;
+    ``trainings`` narrows a profile to some trainings (a short profile that still shows learning).
     """
 
     name: str
@@ -110,6 +111,7 @@ class ProfileSpec:
     seeds: tuple[int, ...]
     changes: Mapping[str, Any] = field(default_factory=dict)
     input_sizes: Mapping[int, int] | None = None
+    trainings: tuple[str, ...] | None = None  # None: every training (that ``profiles:`` does not restrict)
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,8 @@ FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), 
                   "reading": (lambda v: v, True)}
 READING: Schema = {outcome: (_str, True) for outcome in OUTCOMES}
 PROFILE: Schema = {"width": (_number, True), "input_sizes": (_sizes, False), "changes": (_mapping, False),
-                   "data": (lambda v: v, True), "seeds": (_list_of(_int), True)}
+                   "data": (lambda v: v, True), "seeds": (_list_of(_int), True),
+                   "trainings": (_list_of(_str), False)}
 SYNTHETIC: Schema = {"train": (_int, True), "val": (_int, True), "size": (_int, True), "seed": (_int, True),
                      "scene": (_mapping, False), "keypoints": (_keypoints, False)}
 COCO: Schema = {"root": (_str, True), "train_split": (_str, True), "val_split": (_str, True)}
@@ -406,6 +409,11 @@ def _check_references(spec: StudySpec) -> None:
             if unknown:
                 raise SpecError(f"{spec.path}: {kind}.{name}.profiles: unknown profile {unknown[0]!r} "
                                 f"(profiles: {', '.join(spec.profiles)})")
+    for prof in spec.profiles.values():
+        unknown = [t for t in prof.trainings or () if t not in spec.trainings]
+        if unknown:
+            raise SpecError(f"{spec.path}: profiles.{prof.name}.trainings: unknown training {unknown[0]!r} "
+                            f"(trainings: {', '.join(spec.trainings)})")
     for t in spec.trainings.values():
         unknown = [p for p in t.profile_changes if p not in spec.profiles]
         if unknown:
