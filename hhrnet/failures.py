@@ -9,7 +9,7 @@ per-joint OKS terms (which labelled person each detected joint sits on).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -85,6 +85,22 @@ def joint_similarity(detections: np.ndarray, people: np.ndarray, areas: np.ndarr
     d2 = ((detections[:, None, :, :2] - people[None, :, :, :2]) ** 2).sum(-1)
     terms = np.exp(-d2 / variances / (areas[None, :, None] + np.spacing(1)) / 2)
     return np.where((detections[:, None, :, 2] > 0) & (people[None, :, :, 2] > 0), terms, 0.0)
+
+
+def joint_oks(scenes: Iterable[SceneMatch], keypoints: Any) -> np.ndarray:
+    """``(K,)`` each joint's mean OKS term over the people found (each labelled person with the detection
+    COCO matched to it at OKS ≥ 0.5), over the joints labelled; a joint not detected scores 0.  A person's
+    OKS is the mean of these terms, so the low ones are where the localisation of found people loses AP75."""
+    total, labelled = np.zeros(keypoints.num_joints), np.zeros(keypoints.num_joints)
+    for scene in scenes:
+        for d, p in enumerate(scene.matched):
+            if p < 0:
+                continue
+            terms = joint_similarity(scene.detections[[d]], scene.people[[p]], scene.areas[[p]], keypoints.sigmas)
+            seen = scene.people[p, :, 2] > 0
+            total += np.where(seen, terms[0, 0], 0.0)
+            labelled += seen
+    return total / np.maximum(labelled, 1)
 
 
 def joint_owners(scene: SceneMatch, keypoints: Any) -> np.ndarray:

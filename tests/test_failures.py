@@ -104,3 +104,19 @@ def test_match_scene_reads_pycocotools_oks_and_matching():
     terms = failures.joint_similarity(s.detections, s.people, s.areas, COCO_17.sigmas)
     assert np.allclose(terms.mean(axis=2), s.oks)
     assert [c.kind for c in failures.failure_cases(s, COCO_17)] == ["missed", "false positive"]
+
+
+def test_joint_oks_averages_each_joints_term_over_found_people_only():
+    """One found person with its nose off by one OKS standard deviation (term exp(-1/2)) and its left eye
+    not detected; an unmatched detection elsewhere does not count; unlabelled joints are left out."""
+    person = A.copy()
+    person[16, 2] = 0  # right ankle not labelled
+    found = detected(person)
+    found[0, 0] += 2 * COCO_17.sigmas[0] * np.sqrt(AREA)  # nose: d = 2σ·sqrt(area) -> exp(-1/2)
+    found[1, 2] = 0  # left eye not detected
+    stray = detected(B) + 50.0
+    terms = failures.joint_oks([scene([person], [found, stray], [0, -1], [[0.8], [0.0]])], COCO_17)
+    assert terms[0] == pytest.approx(np.exp(-0.5))
+    assert terms[1] == 0.0 and terms[16] == 0.0  # missed joint scores 0; an unlabelled one has no term
+    assert terms[2:16] == pytest.approx(1.0)
+    assert failures.joint_oks([scene([person], [stray], [-1], [[0.0]])], COCO_17) == pytest.approx(np.zeros(K))
