@@ -62,8 +62,10 @@ PROFILE_LEVERS: dict[str, dict] = {
 ALL_LEVERS: dict[str, dict] = {**LEVERS, **PROFILE_LEVERS}
 
 
-def lever_data(study: Study) -> dict:
-    return {**study.data_spec("cpu")["synthetic"], **DATA}
+def lever_data(study: Study, name: str | None = None) -> dict:
+    """The synthetic set a lever trains on: the cpu profile's own for ``PROFILE_LEVERS``, else the recipe search's."""
+    profile = study.data_spec("cpu")["synthetic"]
+    return profile if name in PROFILE_LEVERS else {**profile, **DATA}
 
 
 def lever_config(study: Study, name: str):
@@ -95,8 +97,7 @@ def run_lever(study: Study, name: str, diagnose: bool = True) -> Path:
     from hhrnet.inference import Predictor
 
     cfg = lever_config(study, name)
-    generate_synthetic(cfg.train.data_root, study.data_spec("cpu")["synthetic"] if name in PROFILE_LEVERS
-                       else lever_data(study))
+    generate_synthetic(cfg.train.data_root, lever_data(study, name))
     out = study.cache / "levers" / name
     start = time.perf_counter()
     checkpoint = train(cfg, out, resume=(out / "last.pth").exists(), progress=sys.stderr.isatty())
