@@ -1,8 +1,8 @@
 """Isolating diagnostics of one evaluation: which part of the network limits its AP.
 
-The network runs once per image and test scale; its raw outputs then go through the unchanged test
-pipeline (flip-back, multi-scale aggregation, grouping, back-projection, as ``Predictor`` runs them)
-four times, with the heatmap channels and/or the tag channels of every output swapped for ground truth:
+The network runs once per image and test scale (``Predictor.network_outputs``); perfect outputs are made
+for the same test warps (``Predictor.test_warps``); both go through ``Predictor.aggregate`` and the
+aggregated heatmaps and/or tags are swapped before ``Predictor.poses`` groups them, four times:
 
 * ``network``: nothing swapped (the model's own AP, also split into single- and multi-person images);
 * ``gt_tags``: the network's heatmaps, perfect tags -> what the heatmaps alone allow (detection quality);
@@ -18,6 +18,7 @@ The mirrored pass (flip test) gets the exact mirror image of those maps, left an
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -27,13 +28,12 @@ import cv2
 import numpy as np
 import torch
 
-# Package names this module relies on, imported in one place so a rename is a one-line fix.
 from hhrnet.config import Config
 from hhrnet.data.coco import coco_paths, read_rgb_image
-from hhrnet.data.transforms import affine_matrix, input_size_at_scale, warp_points
+from hhrnet.data.transforms import affine_matrix, warp_points
 from hhrnet.evaluation import coco_results, load_ground_truth, score
-from hhrnet.grouping import group
-from hhrnet.inference import Poses, ScaleOutputs, aggregate
+from hhrnet.inference import Predictor, ScaleOutputs
+from hhrnet.poses import Poses
 from hhrnet.targets import fixed_sigma_heatmaps
 
 # variant -> (where the heatmap channels come from, where the tag channels come from)
@@ -153,52 +153,39 @@ def perfect_outputs(joints_image: np.ndarray, cfg: Config, size_wh: Sequence[int
 # One image
 
 
-@torch.inference_mode()
-def diagnose_image(predictor: Any, image: np.ndarray, annotations: Sequence[Mapping[str, Any]],
+def diagnose_image(predictor: Predictor, image: np.ndarray, annotations: Sequence[Mapping[str, Any]],
                    variants: Sequence[str] = tuple(VARIANTS)) -> dict[str, Poses]:
-    """``{variant: Poses}`` for one RGB image and its annotations, through ``Predictor``'s test pipeline.
+    """``{variant: Poses}`` for one RGB image and its annotations, through ``Predictor``'s own test pipeline.
 
-    ``predictor`` is a ``hhrnet.inference.Predictor`` (its ``cfg``, ``test`` and ``run_network``); the
-    network is not run when only ``"ceiling"`` is asked for.  Only the substituted maps differ from
-    ``predictor([image])``.
+    Perfect maps are swapped in for the network's outputs at ``predictor.aggregate`` (the same warps, the
+    same aggregation, grouping and back-projection); the network is not run when only ``"ceiling"`` is
+    asked for.  Only the substituted maps differ from ``predictor([image])``.
     """
     cfg, test = predictor.cfg, predictor.test
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown diagnostic variant(s) {sorted(unknown)}: choose from {list(VARIANTS)}")
-    num_joints = cfg.model.num_joints
     image_hw = image.shape[:2]
-    min_scale = min(test.scales)
-    base_wh, _, _ = input_size_at_scale(image_hw, cfg.input_size, 1.0, min_scale)
-    warps = [input_size_at_scale(image_hw, cfg.input_size, s, min_scale) for s in test.scales]
-    joints = annotated_people(annotations, num_joints)
-    need_network = any(VARIANTS[v] != ("gt", "gt") for v in variants)
-    perfect, network = [], []
-    for s, (size_wh, center, scale_200) in zip(test.scales, warps):
-        perfect.append(perfect_outputs(joints, cfg, size_wh, center, scale_200, s, test.flip_test, test.tag_threshold))
-        if need_network:
-            item = predictor.run_network([image], s, size_wh, center, scale_200)
-            network.append(ScaleOutputs(s, [o.float().cpu() for o in item.outputs],
-                                        None if item.flipped is None else [o.float().cpu() for o in item.flipped]))
+    joints = annotated_people(annotations, cfg.model.num_joints)
+    perfect = [perfect_outputs(joints, cfg, w.size_wh, w.center, w.scale_200, w.scale, test.flip_test,
+                               test.tag_threshold) for w in predictor.test_warps(image_hw)]
     # Aggregated heatmaps depend only on heatmap channels and tags only on tag channels, so each source
     # is aggregated once and the variants pick heatmaps from one and tags from the other.
-    maps = {"gt": aggregate(perfect, num_joints, cfg.data.flip_index, test, base_wh[::-1])}
-    if need_network:
-        maps["network"] = aggregate(network, num_joints, cfg.data.flip_index, test, base_wh[::-1])
-        for a, b in zip(maps["network"], maps["gt"]):
-            if a.shape != b.shape:
-                raise ValueError(f"aggregated network maps {tuple(a.shape)} and perfect maps {tuple(b.shape)} "
-                                 f"differ: check cfg.model (output strides, channels) against the network")
-    _, center, scale_200 = warps[-1]  # back-projection with the last (smallest) scale's warp, as Predictor
+    [gt] = predictor.aggregate(perfect, image_hw)
+    maps = {"gt": gt}
+    if any(VARIANTS[v] != ("gt", "gt") for v in variants):
+        [maps["network"]] = predictor.aggregate(predictor.network_outputs([image]), image_hw)
+        if maps["network"].heatmaps.shape != gt.heatmaps.shape or maps["network"].tags.shape != gt.tags.shape:
+            raise ValueError(f"aggregated network maps {maps['network']} and perfect maps {gt} differ: check "
+                             f"cfg.model (output strides, channels) against the network")
     poses = {}
     for variant in variants:
         heat_from, tags_from = VARIANTS[variant]
-        heatmaps, tags = maps[heat_from][0], maps[tags_from][1]
+        swapped = dataclasses.replace(maps[heat_from], tags=maps[tags_from].tags)
         with warnings.catch_warnings():
             if heat_from == "gt":  # a person-free image has all-zero perfect heatmaps: no people, no warning
                 warnings.filterwarnings("ignore", message=".*only zeros", category=RuntimeWarning)
-            [grouped] = group(heatmaps, tags, test, cfg.data.keypoint_set)
-        poses[variant] = Poses.from_grouped(grouped, center, scale_200, (heatmaps.shape[3], heatmaps.shape[2]))
+            poses[variant] = predictor.poses(swapped)
     return poses
 
 
@@ -217,7 +204,7 @@ def image_groups(gt: Any, image_ids: Sequence[int] | None = None) -> dict[str, l
     return groups
 
 
-def diagnostic_results(predictor: Any, gt: Any, image_dir: str | Path, image_ids: Sequence[int] | None = None,
+def diagnostic_results(predictor: Predictor, gt: Any, image_dir: str | Path, image_ids: Sequence[int] | None = None,
                        variants: Sequence[str] = tuple(VARIANTS), progress: bool = False) -> dict[str, list[dict]]:
     """COCO result entries of every variant on the given images of ``gt`` (default: all), e.g. for
     ``hhrnet.stats.match_table``."""
@@ -234,7 +221,7 @@ def diagnostic_results(predictor: Any, gt: Any, image_dir: str | Path, image_ids
     return {v: results[v] for v in variants}
 
 
-def diagnostics(predictor: Any, root: str | Path | None = None, split: str | None = None,
+def diagnostics(predictor: Predictor, root: str | Path | None = None, split: str | None = None,
                 annotation_file: str | Path | None = None, image_dir: str | Path | None = None,
                 limit: int | None = None, backend: str = "pycocotools", progress: bool = False,
                 return_results: bool = False) -> dict[str, Any]:

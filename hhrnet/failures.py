@@ -13,6 +13,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from hhrnet.evaluation import coco_results, matched_cocoeval
+
 MATCH_OKS = 0.5  # COCO's loosest threshold (AP50): a person without a detection at this OKS is missed
 GOOD_OKS = 0.75  # AP75's threshold: a match below it counts at the loose thresholds only
 ON_JOINT = 0.5  # per-joint OKS term from which a detected joint sits on a labelled joint
@@ -47,10 +49,8 @@ class SceneMatch:
 
 
 def match_scene(gt: Any, image_id: int, poses: Any, keypoints: Any) -> SceneMatch:
-    """Score one image's ``poses`` (a ``hhrnet.inference.Poses``) against ``gt`` (a pycocotools ``COCO``)
+    """Score one image's ``poses`` (a ``hhrnet.poses.Poses``) against ``gt`` (a pycocotools ``COCO``)
     with pycocotools' ``COCOeval``, so OKS and found/missed are exactly what COCO AP counts."""
-    from hhrnet.evaluation import coco_results, matched_cocoeval
-
     cat = keypoints.category_id
     anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=[image_id], catIds=[cat]))
             if not a.get("iscrowd") and a.get("num_keypoints", 0) > 0]  # COCOeval's non-ignored people
@@ -194,7 +194,7 @@ def most_costly(cases: list[Case]) -> dict[str, Case]:
 
 def at_joints(maps: Any, planes: np.ndarray, joints: np.ndarray) -> np.ndarray:
     """``(K,)`` the value of each joint's own plane (``planes (K, H, W)``: heatmaps or one pass's tags) at that
-    joint (image pixels, ``joints (K, 3)``) in ``maps``' frame (a ``hhrnet.inference.Maps``); NaN where the
+    joint (image pixels, ``joints (K, 3)``) in ``maps``' frame (a ``hhrnet.poses.Maps``); NaN where the
     joint is unlabelled or outside the maps."""
     height, width = planes.shape[1:]
     x, y = np.rint(maps.from_image(joints[:, :2])).astype(int).T
@@ -306,7 +306,7 @@ def draw_skeleton(ax: Any, joints: np.ndarray, keypoints: Any, colour: Any, dash
 def draw_case(ax: Any, image: np.ndarray, case: Case, scene: SceneMatch, keypoints: Any) -> None:
     """One failure on its image, cropped to what it involves: the labelled people involved dashed (one colour
     each) and the case's detection in red."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: importing hhrnet never selects a matplotlib backend
 
     ax.imshow(image)
     colours = plt.get_cmap("tab10").colors[1:]

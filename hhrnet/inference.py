@@ -12,35 +12,38 @@ one function per step:
   tag maps kept side by side.
 * ``aggregate``: all scales, largest first: heatmaps averaged over scales, tags only from scale 1,
   stacked on a last axis -> ``(N, K, H, W, T)`` ready for ``hhrnet.grouping.group``.
-* ``to_image_coords``: grouped heatmap coordinates -> original image pixels.
 
-``Predictor`` runs the whole chain on images (batched, any size mix): ``predict`` gives poses, ``maps``
-the aggregated heatmaps and tags before grouping.  ``load_model`` reads a checkpoint or builds a
-preset.  Dataset evaluation is ``hhrnet.evaluation.evaluate`` (``evaluate_dataset`` here is the
-same function); file prediction lives in ``hhrnet.predict``.
+``Predictor`` runs the whole chain on images (batched, any size mix) as four steps a caller can also
+take one by one (the diagnostics swap perfect maps in between): ``test_warps`` -> ``network_outputs``
+-> ``aggregate`` (``Maps``) -> ``poses`` (``Poses``).  ``predict`` gives poses, ``maps`` the aggregated
+maps, ``outputs`` every output at its own resolution.  ``load_model`` reads a checkpoint or builds a
+preset.  Dataset evaluation is ``hhrnet.evaluation.evaluate`` (``evaluate_dataset`` here is the same
+function); file prediction lives in ``hhrnet.predict``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hhrnet.checkpoints import load_model as load_checkpoint
 from hhrnet.config import Config, TestConfig, preset, preset_names
-from hhrnet.data.transforms import (affine_matrix, normalize_image, resize_align, input_size_at_scale,
-                                    warp_points)
+from hhrnet.data.transforms import input_size_at_scale, normalize_image, resize_align
 from hhrnet.evaluation import evaluate as evaluate_dataset  # noqa: F401  (its former home)
-from hhrnet.grouping import GroupedImage, group
+from hhrnet.grouping import group
+from hhrnet.images import as_images, is_one_image
 from hhrnet.model import HigherHRNet, fuse_for_inference
+from hhrnet.poses import Maps, OutputMaps, Poses
+from hhrnet.trained_on import checkpoint_record, describe, far_from_training, network_name
 
-SizeHW = tuple[int, int]
 
 
 class ScaleOutputs(NamedTuple):
@@ -135,76 +138,6 @@ def aggregate(scales: Iterable[ScaleOutputs], num_joints: int, flip_index: Seque
     return heat_sum / float(count), tags
 
 
-def to_image_coords(joints: np.ndarray, center: Sequence[float], scale_200: Sequence[float],
-                    heatmap_wh: Sequence[int]) -> np.ndarray:
-    """Map ``(..., K, 2+)`` heatmap-pixel coordinates to image pixels (the inverse test warp).
-
-    Other columns (values, tags) are kept.  Joints never found (all zero) land where the heatmap
-    origin maps to, as in the reference.
-    """
-    mapped = joints.copy()
-    mapped[..., :2] = warp_points(joints[..., :2], affine_matrix(center, scale_200, heatmap_wh, inverse=True))
-    return mapped
-
-
-# --------------------------------------------------------------------------------------------------
-# Images -> poses
-
-
-@dataclass
-class Poses:
-    """People found in one image, in original image pixels.
-
-    ``keypoints (P, K, 3)``: x, y and the heatmap value at the joint (0 for joints never found);
-    ``scores (P,)``: mean joint value taken before refine (the COCO result score);
-    ``tags (P, K, T)``: the embedding of each joint (zeros for joints filled in by refine or missing).
-    """
-
-    keypoints: np.ndarray
-    scores: np.ndarray
-    tags: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.keypoints)
-
-    @classmethod
-    def from_grouped(cls, grouped: GroupedImage, center: Sequence[float], scale_200: Sequence[float],
-                     heatmap_wh: Sequence[int]) -> "Poses":
-        joints = to_image_coords(grouped.joints, center, scale_200, heatmap_wh)
-        return cls(joints[..., :3], grouped.scores, joints[..., 3:])
-
-
-@dataclass
-class Maps:
-    """One image's aggregated maps before grouping, and the warp between them and the image.
-
-    ``heatmaps (K, H, W)`` and ``tags (K, H, W, T)`` (``T``: one tag per pass, the flipped pass second)
-    are what ``hhrnet.grouping.group`` takes (with a batch axis); ``center`` and ``scale_200`` define the
-    map frame in the image, as ``hhrnet.data.transforms.affine_matrix`` reads them.
-    """
-
-    heatmaps: np.ndarray
-    tags: np.ndarray
-    center: np.ndarray
-    scale_200: np.ndarray
-
-    @property
-    def size_wh(self) -> tuple[int, int]:
-        return self.heatmaps.shape[2], self.heatmaps.shape[1]
-
-    def from_image(self, xy: np.ndarray) -> np.ndarray:
-        """Image pixels ``(..., 2)`` -> map pixels."""
-        return warp_points(np.asarray(xy, np.float64), affine_matrix(self.center, self.scale_200, self.size_wh))
-
-    def to_image(self, joints: np.ndarray) -> np.ndarray:
-        """Map pixels ``(..., 2+)`` -> image pixels (other columns kept)."""
-        return to_image_coords(joints, self.center, self.scale_200, self.size_wh)
-
-    def image_in_frame(self, image: np.ndarray) -> np.ndarray:
-        """The image resampled into the maps' frame, for overlays."""
-        return resize_align(image, self.size_wh, self.center, self.scale_200)
-
-
 def load_model(source: str | Path, config: Config | str | None = None,
                weights: bool = True) -> tuple[HigherHRNet, Config]:
     """``(network in eval mode, its Config)`` from a checkpoint file (official, mmpose or hhrnet) or a
@@ -215,33 +148,74 @@ def load_model(source: str | Path, config: Config | str | None = None,
             raise ValueError(f"weights=False builds a preset ({', '.join(preset_names())}), got {source!r}")
         cfg = preset(str(source)) if config is None else (preset(config) if isinstance(config, str) else config)
         return HigherHRNet(cfg.model).eval(), cfg
-    from hhrnet.checkpoints import load_model as load_checkpoint
-
     return load_checkpoint(source, config)
 
 
-class Predictor:
-    """Image(s) -> ``Poses`` (``predict``) or aggregated maps (``maps``) with a ``HigherHRNet``.
+def load_checked(source: str | Path, config: Config | str | None) -> tuple[HigherHRNet, Config]:
+    """``load_model``, warning when the checkpoint's embedded config differs from the one asked for."""
+    model, cfg = load_checkpoint(source, config)
+    requested = preset(config) if isinstance(config, str) else config
+    if requested is not None and requested.model != cfg.model:
+        warnings.warn(f"{source}: its embedded config ({cfg.name!r}) differs from the requested "
+                      f"{requested.name!r}; using the checkpoint's config", UserWarning, stacklevel=4)
+    return model, cfg
 
-    ``model`` is a network (or any module with the same outputs) with its ``cfg``, or what
-    ``load_model`` takes: a checkpoint file or a published name.  Images are RGB uint8 ``(H, W, 3)``
-    arrays of any sizes; images of the same size are run together in batches of ``batch_size``,
-    results come back in input order.  ``test`` replaces ``cfg.test``.
+
+def resolve_test(base: TestConfig, test: TestConfig | Mapping[str, Any] | None, settings: Mapping[str, Any]) -> TestConfig:
+    """``base`` (the config's test settings), replaced by ``test`` (a TestConfig or a dict of its fields) and
+    then by keyword ``settings``; a name that is no ``TestConfig`` field is one ``TypeError`` listing them."""
+    names = [f.name for f in dataclasses.fields(TestConfig)]
+    if isinstance(test, Mapping):
+        test, settings = None, {**test, **settings}
+    elif test is not None and not isinstance(test, TestConfig):
+        raise TypeError(f"test: expected a TestConfig or a dict of its fields, got a {type(test).__name__}")
+    unknown = sorted(set(settings) - set(names))
+    if unknown:
+        hint = " (the network's Config is config=)" if unknown[0] in ("cfg", "configuration") else ""
+        raise TypeError(f"Predictor: unknown setting {unknown[0]!r}{hint}; settings are the TestConfig fields "
+                        f"{', '.join(names)}")
+    chosen = base if test is None else test
+    return dataclasses.replace(chosen, **settings) if settings else chosen
+
+
+class ScaleWarp(NamedTuple):
+    """One test scale's network input size and the warp between it and the image."""
+
+    scale: float
+    size_wh: tuple[int, int]
+    center: np.ndarray
+    scale_200: np.ndarray
+
+
+class Predictor:
+    """Image(s) -> ``Poses`` (``predict``), aggregated maps (``maps``) or per-resolution maps (``outputs``).
+
+    ``model`` is a checkpoint file or a published name (what ``load_model`` takes), or a network (or any
+    module with the same outputs) with its ``config``.  Test settings come from ``config.test``, replaced
+    by ``test`` (a ``TestConfig`` or a dict) and by keywords naming its fields:
+    ``Predictor("w32_512", flip_test=False, scales=(2, 1, 0.5))``.  Images are whatever ``hhrnet.images``
+    takes (paths, PIL images, arrays); images of the same size run together in batches of ``batch_size``,
+    results come back in input order.
     """
 
-    def __init__(self, model: torch.nn.Module | str | Path, cfg: Config | None = None, test: TestConfig | None = None,
-                 batch_size: int = 1, device: str | torch.device | None = None, fast: bool = True,
-                 compile: bool = False):
+    def __init__(self, model: torch.nn.Module | str | Path, config: Config | str | None = None,
+                 test: TestConfig | Mapping[str, Any] | None = None, batch_size: int = 1,
+                 device: str | torch.device | None = None, fast: bool = True, compile: bool = False, **settings: Any):
         """``fast``: BatchNorm folded and channels_last (same outputs within 1e-4, faster on CPU);
         ``compile``: also ``torch.compile`` the network (a GPU option: on CPU it compiles for minutes
         and runs no faster)."""
+        self.trained_on: dict[str, Any] | None = None
         if isinstance(model, (str, Path)):
-            model, cfg = load_model(model, cfg)
-        if cfg is None:
-            raise ValueError("Predictor needs the network's Config (or a checkpoint path / preset name)")
-        self.cfg = cfg
-        self.keypoints = cfg.data.keypoint_set
-        self.test = test if test is not None else cfg.test
+            source = model
+            model, config = load_checked(source, config)
+            self.trained_on = checkpoint_record(source, config)
+        elif isinstance(config, str):
+            config = preset(config)
+        if not isinstance(config, Config):
+            raise ValueError("Predictor needs the network's Config (config=) or a checkpoint path / published name")
+        self.cfg = config
+        self.keypoints = config.data.keypoint_set
+        self.test = resolve_test(config.test, test, settings)
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.memory_format = torch.contiguous_format
@@ -250,35 +224,73 @@ class Predictor:
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
         if compile:
             self.model = torch.compile(self.model)
+        self._noted_far = False
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, test: TestConfig | None = None, config: Config | str | None = None,
-                        **kwargs: Any) -> "Predictor":
-        """Load any supported checkpoint; a config embedded in it wins over ``config`` (with a warning)."""
-        from hhrnet.checkpoints import load_model as load_checkpoint
+    def from_checkpoint(cls, path: str | Path, test: TestConfig | Mapping[str, Any] | None = None,
+                        config: Config | str | None = None, **kwargs: Any) -> "Predictor":
+        """``Predictor(path, config, test, ...)``: a config embedded in the checkpoint wins over ``config`` (with a warning)."""
+        return cls(path, config, test, **kwargs)
 
-        model, cfg = load_checkpoint(path, config)
-        requested = preset(config) if isinstance(config, str) else config
-        if requested is not None and requested.model != cfg.model:
-            warnings.warn(f"{path}: its embedded config ({cfg.name!r}) differs from the requested "
-                          f"{requested.name!r}; using the checkpoint's config", UserWarning, stacklevel=2)
-        return cls(model, cfg, test, **kwargs)
+    @property
+    def name(self) -> str:
+        """What the network is (width, input size, the row it stands for): ``hhrnet.trained_on.network_name``."""
+        return network_name(self.cfg)
 
-    def predict(self, images: Sequence[np.ndarray] | np.ndarray) -> list[Poses]:
-        """Poses for each image, in order (one ``(H, W, 3)`` array counts as a list of one)."""
-        return self._per_size(images, self.predict_batch)
+    def __repr__(self) -> str:
+        test = self.test
+        passes = f"{'flip test, ' if test.flip_test else ''}scales {', '.join(f'{s:g}' for s in test.scales)}"
+        trained = f"; trained on {describe(self.trained_on)}" if self.trained_on else ""
+        return (f"Predictor({self.name}; config {self.cfg.name!r}, {self.keypoints.num_joints} "
+                f"{self.keypoints.name} joints; {passes}; {self.device}, batch {self.batch_size}{trained})")
+
+    def predict(self, images: Any, rgb: bool = True, bgr: bool = False) -> list[Poses]:
+        """Poses for each image, in order (one image counts as a list of one); arrays are RGB unless ``bgr``."""
+        return self._per_size(self._inputs(images, rgb, bgr), self.predict_batch)
 
     __call__ = predict
 
-    def maps(self, images: Sequence[np.ndarray] | np.ndarray) -> list[Maps]:
+    def maps(self, images: Any, rgb: bool = True, bgr: bool = False) -> list[Maps]:
         """Aggregated heatmaps and tags of each image (flip, scales, projection), before grouping."""
-        return self._per_size(images, self.maps_batch)
+        return self._per_size(self._inputs(images, rgb, bgr), self.maps_batch)
 
-    def _per_size(self, images: Sequence[np.ndarray] | np.ndarray, run_batch) -> list:
+    def outputs(self, image: Any, rgb: bool = True, bgr: bool = False) -> list[OutputMaps]:
+        """Every network output of one image at every test scale, at its native size (before aggregation),
+        each with the warp back to the image: e.g. the 1/4 and the 1/2 heatmaps of HigherHRNet side by side."""
+        [rgb_image] = self._inputs(image, rgb, bgr, one=True)
+        strides = self.cfg.model.output_strides
+        found = []
+        for warp, item in zip(self.test_warps(rgb_image.shape[:2]), self.network_outputs([rgb_image])):
+            for i, output in enumerate(item.outputs):
+                heat, tags = self._native(output, None if item.flipped is None else item.flipped[i])
+                found.append(OutputMaps(heat, tags, warp.center, warp.scale_200, warp.scale, strides[i]))
+        return found
+
+    def _native(self, output: Tensor, flipped: Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """One image's output: heatmaps (flip-averaged) ``(K, h, w)`` and tags ``(C, h, w, passes)`` at its resolution."""
+        k, flip_index = self.keypoints.num_joints, self.keypoints.flip_index
+        passes = [(output[:, :k].float().cpu(), output[:, k:].float().cpu())]
+        if flipped is not None:
+            passes.append((flip_back(flipped[:, :k].float().cpu(), flip_index),
+                           flip_back(flipped[:, k:].float().cpu(), flip_index)))
+        heat = sum(h for h, _ in passes) / len(passes)
+        tags = torch.stack([t for _, t in passes], dim=-1)[0].numpy() if output.shape[1] > k else None
+        return heat[0].numpy(), tags
+
+    def _inputs(self, images: Any, rgb: bool, bgr: bool, one: bool = False) -> list[np.ndarray]:
+        if one and not is_one_image(images):
+            raise ValueError(f"outputs takes one image, got a {type(images).__name__} of several")
+        found = as_images(images, rgb, bgr)
+        if self.trained_on is not None and not self._noted_far:
+            note = next((n for n in (far_from_training(self.trained_on, im.shape[:2]) for im in found) if n), None)
+            if note:
+                self._noted_far = True
+                warnings.warn(note, TrainingDataNote, stacklevel=3)
+        return found
+
+    def _per_size(self, images: list[np.ndarray], run_batch: Callable[[list[np.ndarray]], list]) -> list:
         """``run_batch`` over batches of same-size images; results in input order."""
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            images = [images]
-        by_size: dict[SizeHW, list[int]] = defaultdict(list)
+        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, image in enumerate(images):
             by_size[image.shape[:2]].append(i)
         results: list[Any] = [None] * len(images)
@@ -290,42 +302,51 @@ class Predictor:
         return results
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Poses]:
-        """Poses for a batch of images that all have the same size (a ``ValueError`` otherwise)."""
-        heatmaps, tags, center, scale_200 = self._aggregate(images)
-        heatmap_wh = (heatmaps.shape[3], heatmaps.shape[2])
-        return [Poses.from_grouped(g, center, scale_200, heatmap_wh)
-                for g in group(heatmaps, tags, self.test, self.keypoints)]
+        """Poses for a batch of RGB uint8 images that all have the same size (a ``ValueError`` otherwise)."""
+        return [self.poses(m) for m in self.maps_batch(images)]
 
     def maps_batch(self, images: Sequence[np.ndarray]) -> list[Maps]:
-        """``Maps`` for a batch of images that all have the same size."""
-        heatmaps, tags, center, scale_200 = self._aggregate(images)
-        return [Maps(h.numpy(), t.numpy(), center, scale_200) for h, t in zip(heatmaps, tags)]
+        """``Maps`` for a batch of RGB uint8 images that all have the same size."""
+        return self.aggregate(self.network_outputs(images), self._batch_size_hw(images))
+
+    def poses(self, maps: Maps) -> Poses:
+        """Group one image's aggregated maps and map the people back to the image (``predict``'s last step)."""
+        [grouped] = group(maps.heatmaps[None], maps.tags[None], self.test, self.keypoints)
+        return Poses.from_grouped(grouped, maps.center, maps.scale_200, maps.size_wh, self.keypoints)
+
+    def test_warps(self, image_hw: tuple[int, int]) -> list[ScaleWarp]:
+        """The network input size and warp of every test scale for an image of ``image_hw``, largest first."""
+        size, min_scale = self.cfg.input_size, min(self.test.scales)
+        return [ScaleWarp(s, *input_size_at_scale(image_hw, size, s, min_scale)) for s in self.test.scales]
 
     @torch.inference_mode()
-    def _aggregate(self, images: Sequence[np.ndarray]) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
-        """Heatmaps ``(N, K, H, W)``, tags ``(N, K, H, W, T)`` (on the CPU) and the warp back to the images."""
+    def aggregate(self, passes: Iterable[ScaleOutputs], image_hw: tuple[int, int]) -> list[Maps]:
+        """Network outputs of every test scale (``network_outputs``, or maps swapped in for them) -> one
+        ``Maps`` per image: flip-back, scales averaged, projected, with the warp back to the image."""
+        kset, warps = self.keypoints, self.test_warps(image_hw)
+        base_wh, _, _ = input_size_at_scale(image_hw, self.cfg.input_size, 1.0, min(self.test.scales))
+        heatmaps, tags = aggregate(passes, kset.num_joints, kset.flip_index, self.test, base_wh[::-1])
+        last = warps[-1]  # the reference maps back with the last (smallest) scale's warp
+        return [Maps(h.numpy(), t.numpy(), last.center, last.scale_200)
+                for h, t in zip(heatmaps.float().cpu(), tags.float().cpu())]
+
+    def network_outputs(self, images: Sequence[np.ndarray]) -> Iterator[ScaleOutputs]:
+        """The network's outputs at every test scale for a batch of same-size images, one scale at a time."""
+        for warp in self.test_warps(self._batch_size_hw(images)):
+            yield self.run_network(images, warp.scale, warp.size_wh, warp.center, warp.scale_200)
+
+    @staticmethod
+    def _batch_size_hw(images: Sequence[np.ndarray]) -> tuple[int, int]:
         sizes = {image.shape for image in images}
         if len(sizes) != 1:
             raise ValueError(f"a batch needs images of one size, got {sorted(sizes)}; "
                              f"call predict / maps to batch per size")
         shape = sizes.pop()
-        if len(shape) != 3 or shape[2] != 3:
+        if len(shape) != 3 or shape[2] != 3 or shape[0] < 1 or shape[1] < 1:
             raise ValueError(f"expected RGB images (H, W, 3), got shape {shape}")
-        image_hw = shape[:2]
-        test, size = self.test, self.cfg.input_size
-        min_scale = min(test.scales)
-        base_wh, _, _ = input_size_at_scale(image_hw, size, 1.0, min_scale)
-        warps = [input_size_at_scale(image_hw, size, s, min_scale) for s in test.scales]
+        return shape[0], shape[1]
 
-        def passes() -> Iterator[ScaleOutputs]:
-            for s, (size_wh, center, scale_200) in zip(test.scales, warps):
-                yield self.run_network(images, s, size_wh, center, scale_200)
-
-        kset = self.keypoints
-        heatmaps, tags = aggregate(passes(), kset.num_joints, kset.flip_index, test, base_wh[::-1])
-        _, center, scale_200 = warps[-1]  # the reference maps back with the last (smallest) scale's warp
-        return heatmaps.cpu(), tags.cpu(), center, scale_200
-
+    @torch.inference_mode()
     def run_network(self, images: Sequence[np.ndarray], scale: float, size_wh: Sequence[int],
                     center: np.ndarray, scale_200: np.ndarray) -> ScaleOutputs:
         """Warp, normalise and run one scale; with flip test the mirror images share the forward pass."""
@@ -340,3 +361,9 @@ class Predictor:
         if not self.test.flip_test:
             return ScaleOutputs(scale, outputs)
         return ScaleOutputs(scale, [o[:n] for o in outputs], [o[n:] for o in outputs])
+
+
+class TrainingDataNote(UserWarning):
+    """An input unlike the data the network was trained on (noted once per ``Predictor``)."""
+
+

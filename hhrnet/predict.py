@@ -4,7 +4,7 @@ Outputs mirror the input names below ``out_dir`` (``a/pic.jpg`` and ``b/pic.jpg`
 
 * ``predictions.json``: COCO result entries for every image (``image_id`` in input order, plus
   ``file_name``), readable by pycocotools' ``loadRes``;
-* ``<input name>``: the image with its skeletons drawn (same name and format);
+* ``<input name>``: the image with the people scoring at least ``min_score`` drawn (same name and format);
 * for a video ``<name>``: the annotated video under the same name and ``<name>.json`` with the people
   of every frame.
 
@@ -20,9 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from .io import ImageReadError, atomic_write, atomic_write_json, check_image_size, read_image
+from .keypoints import COCO_17
+from .viz.skeleton import MIN_SCORE, draw_found
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -48,15 +52,20 @@ class Report:
     """What one ``predict_inputs`` call did: outputs written and inputs that failed (one line each)."""
 
     out_dir: Path
+    min_score: float = MIN_SCORE
+    network: str = ""
     images: int = 0
     videos: int = 0
     people: int = 0
+    drawn: int = 0
     failures: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         failed = f"; {len(self.failures)} input(s) failed" if self.failures else ""
+        by = f" by {self.network}" if self.network else ""
         return (f"wrote {self.out_dir / RESULTS}: {self.people} people in {self.images} image(s)"
-                f"{f' and {self.videos} video(s)' if self.videos else ''}{failed}")
+                f"{f' and {self.videos} video(s)' if self.videos else ''}{by}; {self.drawn} drawn "
+                f"(score >= {self.min_score:g}){failed}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,10 +129,8 @@ def planned_outputs(inputs: Sequence[Input], out_dir: Path, draw: bool) -> list[
 
 
 def predict_inputs(predictor: Any, items: Sequence[str | Path], out_dir: str | Path, overwrite: bool = False,
-                   min_score: float = 0.1, progress: bool = True, draw: bool = True) -> Report:
+                   min_score: float = MIN_SCORE, progress: bool = True, draw: bool = True) -> Report:
     """Predict every input; write the COCO results JSON, drawings and per-video outputs (see the module)."""
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     inputs, problems = expand_inputs(items, exclude=out_dir)
     if not inputs:
@@ -132,7 +139,7 @@ def predict_inputs(predictor: Any, items: Sequence[str | Path], out_dir: str | P
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise PredictError(f"{existing[0]} already exists{more}; use --overwrite to replace")
-    report = Report(out_dir, failures=list(problems))
+    report = Report(out_dir, min_score, getattr(predictor, "name", ""), failures=list(problems))
     results: list[dict[str, Any]] = []
     images = [item for item in inputs if not item.is_video]
     batch = max(1, getattr(predictor, "batch_size", 1))
@@ -146,10 +153,13 @@ def predict_inputs(predictor: Any, items: Sequence[str | Path], out_dir: str | P
                 report.people += len(entries)
                 if draw:
                     _write_drawing(out_dir / item.name, image, poses, min_score, getattr(predictor, "keypoints", None))
+                    report.drawn += int((np.asarray(poses.scores) >= min_score).sum())
             bar.update(len(chunk))
         for item in (i for i in inputs if i.is_video):
             try:
-                report.people += _predict_video(predictor, item, out_dir, min_score, draw)
+                people, drawn = _predict_video(predictor, item, out_dir, min_score, draw)
+                report.people += people
+                report.drawn += drawn
                 report.videos += 1
             except (ImageReadError, OSError, ValueError) as err:
                 report.failures.append(str(err))
@@ -183,8 +193,6 @@ def _predict_chunk(predictor: Any, chunk: Sequence[Input], report: Report) -> It
 
 def _entries(image_id: int, poses: Any, kset: Any = None) -> list[dict[str, Any]]:
     """COCO result entries of one image, in the category of ``kset`` (the predictor's set; COCO's without one)."""
-    from .keypoints import COCO_17
-
     category = (kset if kset is not None else COCO_17).category_id
     return [{"image_id": image_id, "category_id": category, "keypoints": np.round(k, 3).reshape(-1).tolist(),
              "score": round(float(s), 6)} for k, s in zip(poses.keypoints, poses.scores)]
@@ -192,16 +200,10 @@ def _entries(image_id: int, poses: Any, kset: Any = None) -> list[dict[str, Any]
 
 def _drawn(image: np.ndarray, poses: Any, min_score: float, kset: Any = None) -> np.ndarray:
     """The people scoring ``min_score`` or more drawn with ``kset``'s skeleton (the predictor's set)."""
-    from .keypoints import COCO_17
-    from .viz import draw_poses
-
-    people = [k for k, s in zip(poses.keypoints, poses.scores) if s >= min_score]
-    return draw_poses(image, people, kset=kset if kset is not None else COCO_17) if people else image
+    return draw_found(image, poses.keypoints, poses.scores, min_score, kset=kset if kset is not None else COCO_17)
 
 
 def _write_drawing(path: Path, image: np.ndarray, poses: Any, min_score: float, kset: Any = None) -> None:
-    import cv2
-
     suffix = path.suffix.lower() if path.suffix.lower() in IMAGE_SUFFIXES else ".png"
     ok, data = cv2.imencode(suffix, cv2.cvtColor(_drawn(image, poses, min_score, kset), cv2.COLOR_RGB2BGR))
     if not ok:
@@ -210,8 +212,6 @@ def _write_drawing(path: Path, image: np.ndarray, poses: Any, min_score: float, 
 
 
 def _frames(path: Path, batch: int) -> Iterator[list[np.ndarray]]:
-    import cv2
-
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ImageReadError(f"{path}: not a readable video (corrupt or unsupported format)")
@@ -232,14 +232,12 @@ def _frames(path: Path, batch: int) -> Iterator[list[np.ndarray]]:
         capture.release()
 
 
-def _predict_video(predictor: Any, item: Input, out_dir: Path, min_score: float, draw: bool) -> int:
-    """Annotated video (written aside, renamed when complete) and per-frame JSON; returns the people found."""
-    import cv2
-
+def _predict_video(predictor: Any, item: Input, out_dir: Path, min_score: float, draw: bool) -> tuple[int, int]:
+    """Annotated video (written aside, renamed when complete) and per-frame JSON; returns the people found and drawn."""
     fps = cv2.VideoCapture(str(item.path)).get(cv2.CAP_PROP_FPS) or 25.0
     target = out_dir / item.name
     partial = target.with_name(f".{target.name}.partial{target.suffix}")
-    writer, frames, people, count = None, [], 0, 0
+    writer, frames, people, drawn, count = None, [], 0, 0, 0
     try:
         for batch in _frames(item.path, max(1, getattr(predictor, "batch_size", 1))):
             for image, poses in zip(batch, predictor(batch)):
@@ -255,6 +253,7 @@ def _predict_video(predictor: Any, item: Input, out_dir: Path, min_score: float,
                         writer = cv2.VideoWriter(str(partial), fourcc, fps, (image.shape[1], image.shape[0]))
                     writer.write(cv2.cvtColor(_drawn(image, poses, min_score, getattr(predictor, "keypoints", None)),
                                               cv2.COLOR_RGB2BGR))
+                    drawn += int((np.asarray(poses.scores) >= min_score).sum())
         if count == 0:
             raise ImageReadError(f"{item.path}: video has no readable frame")
         if writer is not None:
@@ -266,7 +265,7 @@ def _predict_video(predictor: Any, item: Input, out_dir: Path, min_score: float,
             writer.release()
         partial.unlink(missing_ok=True)
     atomic_write_json(out_dir / f"{item.name}.json", {"file": item.name.as_posix(), "fps": fps, "frames": frames})
-    return people
+    return people, drawn
 
 
 def predict_images(predictor: Any, paths: Iterable[str | Path]) -> list[Any]:

@@ -42,11 +42,12 @@ def load(gt, image_id):
     return read_rgb_image(IMAGES / info["file_name"], (info["height"], info["width"]))
 
 
-class StubNetwork:
-    """A ``Predictor`` stand-in whose network returns ground-truth maps for one image, optionally spoiled."""
+class StubNetwork(Predictor):
+    """A ``Predictor`` whose network returns ground-truth maps for one image, optionally spoiled."""
 
     def __init__(self, cfg, annotations, spoil: str | None = None):
-        self.cfg, self.test, self.annotations, self.spoil = cfg, cfg.test, annotations, spoil
+        super().__init__(torch.nn.Identity(), cfg, device="cpu")
+        self.annotations, self.spoil = annotations, spoil
 
     def run_network(self, images, scale, size_wh, center, scale_200) -> ScaleOutputs:
         joints = annotated_people(self.annotations, self.cfg.model.num_joints)
