@@ -238,7 +238,8 @@ def save_half(src: str | Path, dst: str | Path) -> Path:
     if config is None:
         raise CheckpointError(f"{src}: not an hhrnet checkpoint (no embedded config to keep with the weights)")
     half = OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in state.items())
-    return atomic_torch_save(checkpoint_payload(from_dict(config), half), dst)
+    record = load_file(src).get("data")  # the training-data record (hhrnet.trained_on) travels with the weights
+    return atomic_torch_save(checkpoint_payload(from_dict(config), half, **({"data": record} if record else {})), dst)
 
 
 def convert(src: str | Path, dst: str | Path, config: Config | str | None = None) -> tuple[Config, str]:

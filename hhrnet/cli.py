@@ -104,9 +104,42 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_synth(args: argparse.Namespace) -> None:
     from .data.synthetic import generate
 
-    dataset = generate(out_dir=args.out, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
-                       workers=args.workers, image_format=args.format, force=args.force, keypoints=args.keypoints)
+    if args.like is not None:
+        return synth_like(args)
+    dataset = generate(out_dir=args.out, n_train=args.train or 1000, n_val=args.val or 200, size=args.size,
+                       seed=args.seed, workers=args.workers, image_format=args.format, force=args.force,
+                       keypoints=args.keypoints)
     print(f"synthetic {args.keypoints} keypoints dataset (COCO format) in {dataset.root}")
+
+
+def synth_like(args: argparse.Namespace) -> None:
+    """The distribution ``--like`` was trained on: its record, or for a study checkpoint written before
+    records the study's data of the same folder name (``experiments/rows.yaml`` in the working folder)."""
+    from .checkpoints import read_checkpoint
+    from .config import from_dict
+    from .data.synthetic import generate
+    from .study import Study, generate_synthetic
+    from .trained_on import checkpoint_record, describe, synthetic_settings
+
+    _, embedded = read_checkpoint(args.like)
+    if embedded is None:
+        raise ValueError(f"{args.like}: not an hhrnet checkpoint, so it does not say what it was trained on")
+    record = checkpoint_record(args.like, from_dict(embedded))
+    if "generator" in record or record["kind"] != "synthetic":
+        counts = {k: v for k, v in (("n_train", args.train), ("n_val", args.val)) if v is not None}
+        dataset = generate(out_dir=args.out, workers=args.workers, force=args.force,
+                           **{**synthetic_settings(record), **counts})
+        print(f"synthetic dataset like {args.like} ({describe(record)}) in {dataset.root}")
+        return
+    study = Study.load("experiments") if Path("experiments/rows.yaml").is_file() else None
+    specs = [study.data_spec(p, t) for p in study.definition.profiles for t in study.trainings(p)] if study else []
+    syn = next((s["synthetic"] for s in specs if Path(s["data_root"]).name == Path(record["root"]).name), None)
+    if syn is None:
+        raise ValueError(f"{args.like}: trained on {describe(record)} before checkpoints recorded their generator "
+                         f"settings, and no profile of ./experiments/rows.yaml makes {Path(record['root']).name}")
+    counts = {k: v for k, v in (("train", args.train), ("val", args.val)) if v is not None}
+    generate_synthetic(args.out, {**syn, **counts})
+    print(f"synthetic dataset like {args.like} (the study's {Path(record['root']).name}) in {args.out}")
 
 
 def predictor_from_args(args: argparse.Namespace, **kwargs):
@@ -210,8 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a procedural multi-person dataset in COCO keypoints format")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--train", type=positive_int, default=1000, help="training images")
-    p.add_argument("--val", type=positive_int, default=200, help="validation images")
+    p.add_argument("--like", type=Path, metavar="CHECKPOINT",
+                   help="the distribution CHECKPOINT was trained on (sizes, seed, scene knobs); --train / --val change its counts")
+    p.add_argument("--train", type=positive_int, help="training images (default 1000)")
+    p.add_argument("--val", type=positive_int, help="validation images (default 200)")
     p.add_argument("--size", type=input_side, default=256, help="image side in pixels (a multiple of 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")

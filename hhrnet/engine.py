@@ -48,6 +48,7 @@ from .data.coco import CocoKeypoints
 from .io import append_jsonl, atomic_torch_save, checkpoint_payload, read_jsonl, remove_stale_temps, write_jsonl
 from .losses import MultiResolutionLoss
 from .model import HigherHRNet
+from .trained_on import training_data
 
 CHECKPOINT = "last.pth"
 METRICS = "metrics.jsonl"
@@ -181,7 +182,7 @@ def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Opt
                         scaler: torch.amp.GradScaler, cfg: Config, epoch: int, iteration: int) -> None:
     atomic_torch_save(checkpoint_payload(
         cfg, unwrap(model).state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-        rng=rng_state(), epoch=epoch, iteration=iteration), path)
+        rng=rng_state(), epoch=epoch, iteration=iteration, data=training_data(cfg)), path)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

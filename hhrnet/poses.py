@@ -18,6 +18,7 @@ import numpy as np
 
 from hhrnet.data.transforms import affine_matrix, resize_align, warp_points
 from hhrnet.grouping import GroupedImage
+from hhrnet.images import as_rgb
 from hhrnet.keypoints import KeypointSet
 from hhrnet.viz.skeleton import MIN_SCORE, draw_found
 
@@ -62,7 +63,8 @@ class Poses:
     def __repr__(self) -> str:
         joints = self.keypoints.shape[1] if self.keypoints.ndim == 3 else 0
         drawn = int((np.asarray(self.scores) >= MIN_SCORE).sum())
-        return (f"Poses({len(self)} people, {joints} joints, scores {_value_range(np.asarray(self.scores))}; "
+        people = f"{len(self)} {'person' if len(self) == 1 else 'people'}"
+        return (f"Poses({people}, {joints} joints, scores {_value_range(np.asarray(self.scores))}; "
                 f"{drawn} drawn at score >= {MIN_SCORE:g})")
 
     @classmethod
@@ -82,11 +84,13 @@ class Poses:
         """Draw the people scoring ``min_score`` or more on an Axes (returned) or an RGB image (a drawn copy)."""
         return draw_found(target, self.keypoints, self.scores, min_score, kset=self._kset(kset), **style)
 
-    def plot(self, image: np.ndarray, min_score: float = MIN_SCORE, ax: "Axes | None" = None,
+    def plot(self, image: Any, min_score: float = MIN_SCORE, ax: "Axes | None" = None,
              kset: KeypointSet | None = None) -> "Axes":
-        """The image with its people drawn (a new figure unless ``ax`` is given); the title says how many."""
+        """The image (anything ``hhrnet.images`` reads) with its people drawn, on a new figure unless ``ax``
+        is given; the title says how many are shown."""
         import matplotlib.pyplot as plt  # deferred: importing hhrnet never selects a matplotlib backend
 
+        image = as_rgb(image)
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
         ax.imshow(image)
