@@ -135,9 +135,9 @@ class Maps:
         """Map pixels ``(..., 2+)`` -> image pixels (other columns kept)."""
         return to_image_coords(joints, self.center, self.scale_200, self.size_wh)
 
-    def image_in_frame(self, image: np.ndarray) -> np.ndarray:
-        """The image resampled into the maps' frame, for overlays."""
-        return resize_align(image, self.size_wh, self.center, self.scale_200)
+    def image_in_frame(self, image: Any) -> np.ndarray:
+        """The image (anything ``hhrnet.images`` reads) resampled into the maps' frame, for overlays."""
+        return resize_align(as_rgb(image), self.size_wh, self.center, self.scale_200)
 
 
 @dataclass(repr=False)
