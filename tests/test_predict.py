@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import COCO_MINI, REPO
-from hhrnet.checkpoints import save_checkpoint
+from hhrnet.checkpoints import save_checkpoint, save_half
 from hhrnet.cli import main
 from hhrnet.config import TestConfig
+from hhrnet.data.synthetic import SyntheticConfig, dataset_paths, generate
+from hhrnet.engine import save_training_state
 from hhrnet.inference import Poses, Predictor, TrainingDataNote
 from hhrnet.io import read_image
 from hhrnet.model import HigherHRNet
@@ -258,3 +260,21 @@ def test_results_and_drawings_follow_the_predictors_keypoint_set(tmp_path):
     [entry] = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert entry["category_id"] == STAR.category_id == 3 and len(entry["keypoints"]) == 15
     assert cv2.imread(str(tmp_path / "out" / "blank.png")).any()  # the star was drawn
+
+
+def test_a_checkpoint_records_its_scenes_and_synth_like_regenerates_them(tmp_path, capsys):
+    """Training's checkpoint -> the committed fp16 copy -> ``synth --like``: the same scenes, byte for byte."""
+    first = generate(tmp_path / "data", n_train=2, n_val=2, size=64, seed=3, config=SyntheticConfig(max_people=2))
+    cfg = TINY.override(**{"train.data_root": str(first.root)})
+    model = HigherHRNet(cfg.model)
+    save_training_state(tmp_path / "last.pth", model, torch.optim.SGD(model.parameters(), lr=0.1),
+                        torch.amp.GradScaler("cpu", enabled=False), cfg, 0, 0)
+    save_half(tmp_path / "last.pth", tmp_path / "weights.pth")
+    assert main(["synth", "--like", str(tmp_path / "weights.pth"), "--out", str(tmp_path / "again")]) == 0
+    again = dataset_paths(tmp_path / "again")
+    for split in ("train", "val"):
+        assert again.annotations[split].read_bytes() == first.annotations[split].read_bytes()
+    assert again.manifest.read_bytes() == first.manifest.read_bytes()
+    predictor = Predictor(tmp_path / "weights.pth")
+    assert predictor.trained_on["generator"] == json.loads(first.manifest.read_text())
+    assert repr(predictor).endswith("trained on synthetic scenes of 64x64 px (hhrnet synth))")
