@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import Config, ModelConfig, TestConfig, preset
 from .keypoints import COCO_17, CROWDPOSE_14, KeypointSet, keypoint_set
-from .model import HigherHRNet, count_flops, count_parameters
+from .model import HigherHRNet, count_flops, count_parameters  # noqa: F401 (HigherHRNet: see __all__)
 
 # Imported on first use, so ``import hhrnet`` does not pull in OpenCV or pycocotools.
 _LAZY = {"Predictor": "inference", "load_model": "inference", "Poses": "poses", "Maps": "poses",

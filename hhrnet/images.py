@@ -16,7 +16,7 @@ import numpy as np
 
 from hhrnet.io import read_image
 
-EXPECTED = ("a file path, a PIL image, or an (H, W) / (H, W, 1|3|4) array of uint8 or float in [0, 1]")
+EXPECTED = "a file path, a PIL image, or an (H, W) / (H, W, 1|3|4) array of uint8 or float in [0, 1]"
 
 
 def is_one_image(item: Any) -> bool:

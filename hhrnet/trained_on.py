@@ -22,7 +22,8 @@ from hhrnet.checkpoints import load_file, locate
 from hhrnet.config import Config
 from hhrnet.data.synthetic import SyntheticConfig, dataset_paths
 
-STUDY_FOLDER = re.compile(r"synthetic_(?P<size>\d+)_(?P<n_train>\d+)_(?P<n_val>\d+)_seed(?P<seed>\d+)_(?P<scene>[0-9a-f]{8})")
+STUDY_FOLDER = re.compile(r"synthetic_(?P<size>\d+)_(?P<n_train>\d+)_(?P<n_val>\d+)_seed(?P<seed>\d+)_(?P<scene>[0-9a-f]{8})"
+                          r"(?:_(?P<keypoints>\w+))?")
 # An image this many times larger or smaller (per side) than the training scenes is "far" from them.
 FAR_FACTOR = 1.5
 
@@ -57,13 +58,13 @@ def checkpoint_record(source: str | Path, cfg: Config) -> dict[str, Any]:
 def derived_record(cfg: Config) -> dict[str, Any]:
     """What ``cfg.train.data_root`` tells of a checkpoint's training data when the checkpoint has no record."""
     root = Path(cfg.train.data_root)
-    found = STUDY_FOLDER.fullmatch(root.name.split("_crowdpose")[0])
+    found = STUDY_FOLDER.fullmatch(root.name)
     if dataset_paths(root).manifest.is_file():
         return {**training_data(cfg), "derived": f"the manifest in {root}"}
     if found:
-        numbers = {k: int(v) for k, v in found.groupdict().items() if k != "scene"}
-        return {"kind": "synthetic", "root": str(root), "scene_hash": found["scene"], **numbers,
-                "derived": f"the study folder name {root.name}"}
+        numbers = {k: int(found[k]) for k in ("size", "n_train", "n_val", "seed")}
+        return {"kind": "synthetic", "root": str(root), "scene_hash": found["scene"],
+                "keypoints": found["keypoints"] or "coco", **numbers, "derived": f"the study folder name {root.name}"}
     return {"kind": "unknown", "root": str(root), "derived": "train.data_root only"}
 
 
