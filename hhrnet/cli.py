@@ -164,8 +164,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_inputs
 
     predictor = predictor_from_args(args, batch_size=args.batch_size)
-    report = predict_inputs(predictor, args.inputs, args.out, overwrite=args.overwrite, min_score=args.min_score,
-                            progress=not args.no_progress, draw=not args.no_draw)
+    drawn = {} if args.min_score is None else {"min_score": args.min_score}
+    report = predict_inputs(predictor, args.inputs, args.out, overwrite=args.overwrite, progress=not args.no_progress,
+                            draw=not args.no_draw, **drawn)
     for failure in report.failures:
         print(f"hhrnet predict: error: {failure}", file=sys.stderr)
     print(report.summary())
@@ -259,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="poses for images, folders, glob patterns and videos (JSON + drawings)")
     p.add_argument("inputs", nargs="+", help="image or video files, folders (searched recursively), glob patterns")
     p.add_argument("--out", required=True, type=Path, help="outputs mirror the input names below this folder")
-    p.add_argument("--min-score", type=fraction, default=0.1, help="people drawn (all are in the JSON)")
+    p.add_argument("--min-score", type=fraction,
+                   help="draw the people scoring at least this (default hhrnet.viz.MIN_SCORE; all are in the JSON)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--no-draw", action="store_true", help="JSON only, no drawn images or videos")

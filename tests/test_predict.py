@@ -73,6 +73,20 @@ def test_predict_draws_every_person_it_reports(scenes, tmp_path, capsys):
             f"{len(shown)} drawn (score >= {MIN_SCORE:g})") in summary
 
 
+def test_min_score_is_the_stated_threshold_of_the_drawing(scenes, tmp_path, capsys):
+    """``--min-score`` decides who is drawn (all are in the JSON); a scene with nobody above it stays as it was."""
+    assert main(["predict", *map(str, scenes), "--out", str(tmp_path), "--checkpoint", str(WEIGHTS),
+                 "--no-progress", "--min-score", "0.8"]) == 0
+    entries = json.loads((tmp_path / "predictions.json").read_text())
+    high = {e["file_name"] for e in entries if e["score"] >= 0.8}
+    assert 0 < len(high) < len(scenes)
+    for scene in scenes:
+        unchanged = (read_image(tmp_path / scene.name) == read_image(scene)).all()
+        assert unchanged == (scene.name not in high), scene.name
+    drawn = sum(e["score"] >= 0.8 for e in entries)
+    assert f"{len(entries)} people in {len(scenes)} image(s) by W16 @128 px, the cpu stand-in for w32_512; {drawn} drawn (score >= 0.8)" in capsys.readouterr().out
+
+
 def test_poses_plot_and_draw_show_the_found_people(trained, scenes):
     [poses] = trained.predict(scenes[0])
     image = read_image(scenes[0])

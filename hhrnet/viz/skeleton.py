@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from hhrnet.config import TestConfig
 from hhrnet.keypoints import COCO_17, KeypointSet
 
 if TYPE_CHECKING:
@@ -28,9 +29,9 @@ SIDE_COLOURS: dict[str, tuple[float, float, float]] = {
     "right": (1.0, 0.5, 0.05),
     "centre": (0.17, 0.63, 0.17),
 }
-# People drawn by default: those scoring at least the default ``TestConfig.detection_threshold``, the value
-# a joint needs to be found at all (a person's score is the mean value of its joints).
-MIN_SCORE = 0.1
+# People drawn by default: those scoring at least the default detection threshold, the value a joint needs
+# to be found at all (a person's score is the mean value of its joints).
+MIN_SCORE = TestConfig().detection_threshold
 
 
 def keypoint_side(name: str) -> str:
