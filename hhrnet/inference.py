@@ -161,7 +161,8 @@ def load_checked(source: str | Path, config: Config | str | None) -> tuple[Highe
     return model, cfg
 
 
-def resolve_test(base: TestConfig, test: TestConfig | Mapping[str, Any] | None, settings: Mapping[str, Any]) -> TestConfig:
+def resolve_test(base: TestConfig, test: TestConfig | Mapping[str, Any] | None,
+                 settings: Mapping[str, Any]) -> TestConfig:
     """``base`` (the config's test settings), replaced by ``test`` (a TestConfig or a dict of its fields) and
     then by keyword ``settings``; a name that is no ``TestConfig`` field is one ``TypeError`` listing them."""
     names = [f.name for f in dataclasses.fields(TestConfig)]
@@ -229,7 +230,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, test: TestConfig | Mapping[str, Any] | None = None,
                         config: Config | str | None = None, **kwargs: Any) -> "Predictor":
-        """``Predictor(path, config, test, ...)``: a config embedded in the checkpoint wins over ``config`` (with a warning)."""
+        """``Predictor(path, config, test, ...)``: the checkpoint's embedded config wins over ``config`` (with a warning)."""
         return cls(path, config, test, **kwargs)
 
     @property

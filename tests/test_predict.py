@@ -84,7 +84,8 @@ def test_min_score_is_the_stated_threshold_of_the_drawing(scenes, tmp_path, caps
         unchanged = (read_image(tmp_path / scene.name) == read_image(scene)).all()
         assert unchanged == (scene.name not in high), scene.name
     drawn = sum(e["score"] >= 0.8 for e in entries)
-    assert f"{len(entries)} people in {len(scenes)} image(s) by W16 @128 px, the cpu stand-in for w32_512; {drawn} drawn (score >= 0.8)" in capsys.readouterr().out
+    assert (f"{len(entries)} people in {len(scenes)} image(s) by W16 @128 px, the cpu stand-in for w32_512; "
+            f"{drawn} drawn (score >= 0.8)") in capsys.readouterr().out
 
 
 def test_poses_plot_and_draw_show_the_found_people(trained, scenes):
@@ -92,7 +93,8 @@ def test_poses_plot_and_draw_show_the_found_people(trained, scenes):
     image = read_image(scenes[0])
     assert (poses.draw(image) != image).any() and not (poses.draw(image, min_score=1.0) != image).any()
     ax = poses.plot(scenes[0])
-    assert len(ax.lines) > 0 and ax.get_title() == f"{int((poses.scores >= MIN_SCORE).sum())} of {len(poses)} people (score >= 0.1)"
+    shown = int((poses.scores >= MIN_SCORE).sum())
+    assert len(ax.lines) > 0 and ax.get_title() == f"{shown} of {len(poses)} people (score >= 0.1)"
     with pytest.raises(ValueError, match="no keypoint set: pass kset="):
         Poses(poses.keypoints, poses.scores, poses.tags).draw(image)
 
