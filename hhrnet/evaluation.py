@@ -5,7 +5,8 @@ writes them); ``evaluate_coco`` scores a list of entries with ``COCOeval(gt, dt,
 the OKS sigmas and area ranges of the keypoint set; ``evaluate_crowdpose`` scores them with the
 CrowdPose protocol (xtcocotools' ``keypoints_crowd``: no area ranges, AP of the easy / medium / hard
 images by crowd index); ``score`` picks the protocol of the set; ``evaluate`` runs a predictor over a
-whole split.
+whole split.  ``match_table`` keeps what ``COCOeval.evaluate`` matched, per detection, so that
+``hhrnet.stats`` can recompute AP for any resampling of the images.
 
 pycocotools is the reference.  ``backend="hotcoco"`` uses the faster Rust re-implementation ``hotcoco``
 (optional dependency), which the tests check gives the same ten numbers on our data; ``"auto"`` picks
@@ -18,13 +19,21 @@ import contextlib
 import copy
 import io
 import json
+import tempfile
 import time
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm import tqdm
 
+from hhrnet.data.coco import coco_paths, read_rgb_image, validate_ground_truth
+from hhrnet.data.crowd import SPLIT_NAMES, images_by_split
+from hhrnet.io import atomic_write, atomic_write_json
 from hhrnet.keypoints import COCO_17, CROWDPOSE_14, KeypointSet
 
 # COCOeval's ten summary numbers, in its order: the one list of metric names.
@@ -37,7 +46,6 @@ CROWD_METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "AR", "AR50", "AR75
 def metric_names(keypoints: KeypointSet = COCO_17) -> tuple[str, ...]:
     """The summary numbers of the set's protocol."""
     return CROWD_METRIC_NAMES if keypoints.protocol == "crowdpose" else METRIC_NAMES
-PERSON_CATEGORY = COCO_17.category_id  # kept for old imports
 
 
 def coco_results(image_id: int, poses: Any, keypoints: KeypointSet = COCO_17) -> list[dict[str, Any]]:
@@ -57,11 +65,13 @@ def coco_results(image_id: int, poses: Any, keypoints: KeypointSet = COCO_17) ->
 def load_ground_truth(gt: Any) -> Any:
     """A pycocotools ``COCO`` from a path (or the object itself), without its loading chatter."""
     if isinstance(gt, (str, Path)):
-        from pycocotools.coco import COCO
-
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(gt))
     return gt
+
+
+AREAS: tuple[str, ...] = ("all", "medium", "large")  # COCOeval keypoint areaRngLbl, in its order
+MAX_DETS = 20  # COCOeval keypoint params: maxDets = [20]
 
 
 def _area_ranges(keypoints: KeypointSet) -> list[list[float]]:
@@ -78,8 +88,6 @@ def matched_cocoeval(gt: Any, results: list[dict[str, Any]], image_ids: Sequence
 
     ``dt`` replaces ``gt.loadRes(results)`` (e.g. an empty result set, which ``loadRes`` refuses).
     """
-    from pycocotools.cocoeval import COCOeval
-
     with contextlib.redirect_stdout(io.StringIO()):
         if dt is None:
             dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds fields to the entries it is given
@@ -89,6 +97,117 @@ def matched_cocoeval(gt: Any, results: list[dict[str, Any]], image_ids: Sequence
         ev.params.areaRng = _area_ranges(keypoints)
         ev.evaluate()
     return ev
+
+
+# --------------------------------------------------------------------------------------------------
+# The match table: what COCOeval matched, kept for intervals (``hhrnet.stats``)
+
+
+@dataclass
+class MatchTable:
+    """Everything AP needs from one evaluation, per detection and per image.
+
+    ``image_ids (I,)``: the evaluated images (sorted); ``people (A, I)``: non-ignored GT people per area;
+    ``det_image (D,)``: index into ``image_ids``; ``det_score (D,)``; ``matched`` and ``ignored``
+    ``(A, T, D)`` bool (``COCOeval`` ``dtMatches != 0`` and ``dtIgnore``); ``iou_thrs (T,)``,
+    ``rec_thrs (R,)``.  Detections are each image's top 20 in image order, best first, as in ``evalImgs``.
+    """
+
+    image_ids: np.ndarray
+    people: np.ndarray
+    det_image: np.ndarray
+    det_score: np.ndarray
+    matched: np.ndarray
+    ignored: np.ndarray
+    iou_thrs: np.ndarray
+    rec_thrs: np.ndarray
+
+    def save(self, path: str | Path) -> Path:
+        """Write a compressed ``.npz`` (flags bit-packed); ``MatchTable.load`` reads it back."""
+        path = Path(path)
+        arrays = asdict(self)
+        shape = np.array(self.matched.shape)
+        arrays["matched"] = np.packbits(self.matched.reshape(-1))
+        arrays["ignored"] = np.packbits(self.ignored.reshape(-1))
+        atomic_write(path, lambda f: np.savez_compressed(f, flags_shape=shape, **arrays))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MatchTable":
+        with np.load(Path(path)) as z:
+            shape = tuple(int(s) for s in z["flags_shape"])
+            size = int(np.prod(shape))
+            flags = {k: np.unpackbits(z[k], count=size).astype(bool).reshape(shape) for k in ("matched", "ignored")}
+            return cls(z["image_ids"], z["people"], z["det_image"], z["det_score"], flags["matched"],
+                       flags["ignored"], z["iou_thrs"], z["rec_thrs"])
+
+    def counts(self, image_ids: Iterable[int] | None = None) -> np.ndarray:
+        """``(I,)`` multiplicity of each table image in a list of image ids (repeats allowed)."""
+        if image_ids is None:
+            return np.ones(len(self.image_ids), np.int64)
+        ids = np.asarray(list(image_ids), np.int64)
+        index = np.searchsorted(self.image_ids, ids)
+        if ids.size and (index.max() >= len(self.image_ids) or np.any(self.image_ids[index] != ids)):
+            unknown = sorted(set(ids.tolist()) - set(self.image_ids.tolist()))
+            raise ValueError(f"image ids not in the match table: {unknown[:10]}")
+        return np.bincount(index, minlength=len(self.image_ids)).astype(np.int64)
+
+
+def _empty_results(gt: Any) -> Any:
+    """A results ``COCO`` with no detections (``loadRes`` cannot take an empty list)."""
+    dt = COCO()
+    dt.dataset = {"images": list(gt.dataset["images"]), "categories": copy.deepcopy(gt.dataset["categories"]),
+                  "annotations": []}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt.createIndex()
+    return dt
+
+
+def match_table(gt: Any, results: Sequence[dict[str, Any]], image_ids: Sequence[int] | None = None,
+                keypoints: KeypointSet = COCO_17) -> MatchTable:
+    """Run ``COCOeval.evaluate()`` exactly as ``evaluate_coco`` does and keep its matches.
+
+    ``gt``: a pycocotools ``COCO`` or an annotation file; ``results``: COCO keypoint result entries;
+    ``image_ids``: the evaluated images (default: every image of ``gt``).
+    """
+    gt = load_ground_truth(gt)
+    results = list(results)
+    image_ids = sorted(gt.getImgIds()) if image_ids is None else list(image_ids)
+    ev = matched_cocoeval(gt, results, image_ids, keypoints, dt=None if results else _empty_results(gt))
+    p = ev.params
+    if len(p.catIds) != 1 or list(p.maxDets) != [MAX_DETS] or tuple(p.areaRngLbl) != AREAS:
+        raise ValueError(f"match_table handles one category, maxDets [20] and areas {AREAS}; got categories "
+                         f"{p.catIds}, maxDets {p.maxDets}, areas {p.areaRngLbl}")
+    num_images, num_thrs = len(p.imgIds), len(p.iouThrs)
+    people = np.zeros((len(AREAS), num_images), np.int64)
+    det_image, det_score, matched, ignored = [], [], [[] for _ in AREAS], [[] for _ in AREAS]
+    for a in range(len(AREAS)):
+        for i in range(num_images):
+            e = ev.evalImgs[a * num_images + i]  # one category: evalImgs is ordered [area][image]
+            if e is None:
+                continue
+            people[a, i] = int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
+            scores = np.asarray(e["dtScores"][:MAX_DETS], np.float64)
+            if a == 0:
+                det_image.append(np.full(len(scores), i, np.int64))
+                det_score.append(scores)
+            matched[a].append(np.asarray(e["dtMatches"])[:, :MAX_DETS].reshape(num_thrs, -1) != 0)
+            ignored[a].append(np.asarray(e["dtIgnore"])[:, :MAX_DETS].reshape(num_thrs, -1).astype(bool))
+
+    def cat(parts: list, dtype: Any, shape: tuple) -> np.ndarray:
+        return np.concatenate(parts, axis=-1).astype(dtype) if parts else np.zeros(shape, dtype)
+
+    return MatchTable(
+        image_ids=np.asarray(p.imgIds, np.int64), people=people,
+        det_image=cat(det_image, np.int64, (0,)), det_score=cat(det_score, np.float64, (0,)),
+        matched=np.stack([cat(m, bool, (num_thrs, 0)) for m in matched]),
+        ignored=np.stack([cat(g, bool, (num_thrs, 0)) for g in ignored]),
+        iou_thrs=np.asarray(p.iouThrs, np.float64), rec_thrs=np.asarray(p.recThrs, np.float64))
+
+
+
+# --------------------------------------------------------------------------------------------------
+# The protocols' summary numbers
 
 
 def _pycocotools_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int],
@@ -102,7 +221,7 @@ def _pycocotools_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequen
 
 def _hotcoco_stats(gt: Any, results: list[dict[str, Any]], image_ids: Sequence[int],
                    keypoints: KeypointSet) -> np.ndarray:
-    import hotcoco
+    import hotcoco  # an optional dependency: imported only when asked for
 
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "hotcoco: kpt_oks_sigmas differ")  # other sets: on purpose
@@ -159,12 +278,12 @@ def _xtcocotools() -> tuple[Any, Any]:
     changed"); built from source against the installed numpy it works (``XTCOCOTOOLS_INSTALL``).
     """
     try:
-        from xtcocotools.coco import COCO
-        from xtcocotools.cocoeval import COCOeval
+        from xtcocotools.coco import COCO as CrowdCOCO  # its import fails on some builds: only when scoring CrowdPose
+        from xtcocotools.cocoeval import COCOeval as CrowdCOCOeval
     except (ImportError, ValueError) as err:
         raise ImportError(f"CrowdPose evaluation needs xtcocotools built for this numpy ({err}); install it "
                           f"with: {XTCOCOTOOLS_INSTALL}") from None
-    return COCO, COCOeval
+    return CrowdCOCO, CrowdCOCOeval
 
 
 def _dataset_of(gt: Any) -> dict[str, Any]:
@@ -184,9 +303,7 @@ def evaluate_crowdpose(gt: Any, results: Iterable[dict[str, Any]], image_ids: Se
     (``hhrnet.data.crowd``; the evaluator rounds them to 4 decimals).  The evaluator re-reads the ground
     truth from a file to split it, so the images of ``image_ids`` are written to a temporary one.
     """
-    import tempfile
-
-    COCO, COCOeval = _xtcocotools()
+    CrowdCOCO, CrowdCOCOeval = _xtcocotools()
     dataset = _dataset_of(gt)
     image_ids = sorted(int(i["id"]) for i in dataset["images"]) if image_ids is None else sorted(image_ids)
     results = list(results)
@@ -203,9 +320,9 @@ def evaluate_crowdpose(gt: Any, results: Iterable[dict[str, Any]], image_ids: Se
         path = Path(tmp) / "ground_truth.json"
         path.write_text(json.dumps(subset))
         with contextlib.redirect_stdout(io.StringIO()):
-            coco_gt = COCO(str(path))
+            coco_gt = CrowdCOCO(str(path))
             dt = coco_gt.loadRes(copy.deepcopy(results))
-            ev = COCOeval(coco_gt, dt, "keypoints_crowd", sigmas=np.array(keypoints.sigmas), use_area=False)
+            ev = CrowdCOCOeval(coco_gt, dt, "keypoints_crowd", sigmas=np.array(keypoints.sigmas), use_area=False)
             ev.params.imgIds = image_ids
             ev.evaluate()
             ev.accumulate()
@@ -235,7 +352,7 @@ def metrics_markdown(metrics: dict[str, Any], title: str = "COCO keypoints") -> 
     return f"### {title}\n\n{header}\n{rule}\n{row}\n"
 
 
-MATCHES = "matches.npz"  # per-detection COCOeval matches of an evaluation (``hhrnet.stats.MatchTable``)
+MATCHES = "matches.npz"  # per-detection COCOeval matches of an evaluation (``MatchTable``)
 
 
 def evaluate(predictor: Any, root: str | Path | None = None, split: str | None = None,
@@ -251,10 +368,6 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
     the metrics plus ``images``, ``people`` and ``seconds_per_image`` (CrowdPose: also ``images_easy``,
     ``images_medium``, ``images_hard``).
     """
-    from tqdm import tqdm
-
-    from hhrnet.data.coco import coco_paths, read_rgb_image, validate_ground_truth
-
     keypoints = predictor.cfg.data.keypoint_set
     ann_path, img_dir = coco_paths(root, split, annotation_file, image_dir)
     validate_ground_truth(ann_path, img_dir, keypoints.num_joints, keypoints)  # never score unchecked ground truth
@@ -271,15 +384,10 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
                                     keypoints=keypoints, backend=backend)
     metrics.update(images=len(image_ids), people=len(results), seconds_per_image=seconds)
     if keypoints.protocol == "crowdpose":
-        from hhrnet.data.crowd import SPLIT_NAMES, images_by_split
-
         chosen = set(image_ids)
         splits = images_by_split(i for i in gt.dataset["images"] if i["id"] in chosen)
         metrics.update({f"images_{name}": len(splits[name]) for name in SPLIT_NAMES})
     if out_dir is not None:
-        from hhrnet.io import atomic_write, atomic_write_json
-        from hhrnet.stats import match_table
-
         out = Path(out_dir)
         atomic_write_json(out / "results.json", results, indent=None)
         atomic_write_json(out / "metrics.json", metrics, indent=2)

@@ -1,147 +1,39 @@
-"""Intervals for comparisons: COCO keypoint AP from a per-image match table, and a paired bootstrap.
+"""Intervals for comparisons of trained networks: AP of resampled image sets, plus the seeds' variance.
 
-pycocotools' ``COCOeval`` matches every detection of an image to the ground truth once (``evaluate``);
-AP is then a function of those matches alone (``accumulate``).  ``match_table`` runs the first step with
-the same parameters as ``hhrnet.evaluation`` and keeps, per detection, its image, score and per-OKS-threshold
-"matched" / "ignored" flags (for the areas all / medium / large), and per image the number of counted
-(non-ignored) people.  ``ap_from_matches`` redoes the second step for any multiset of images: a repeated
-image adds its detections and its people again.  On the evaluated set it equals pycocotools' numbers.
+AP is a function of ``COCOeval``'s matches alone (``hhrnet.evaluation.MatchTable``): ``ap_from_matches``
+redoes ``COCOeval.accumulate`` for any multiset of the evaluated images (a repeated image adds its
+detections and its people again); on the evaluated set it equals pycocotools' numbers.
 
-``paired_bootstrap`` resamples validation images (the same draw for both rows and every seed) and
-seeds (paired by index when both rows come from the same seeds) and returns the interval of
-ΔAP = AP(a) − AP(b); ``verdict`` turns an interval into a sentence.  "≈" is an equivalence claim: the
-whole 95% interval (not the estimate) inside ±0.005 AP, i.e. two one-sided tests at 2.5% each (conservative).
+A difference Δ = metric(a) − metric(b), each row the mean over its seeds, has two sources of noise
+(the book's ablations chapter gives the formula and the reasons):
+
+* which validation images: ``image_bootstrap`` resamples them, one draw shared by both rows and every
+  seed (the rows are scored on the same images), each row's seeds kept fixed;
+* which training seeds: ``SeedNoise``, the seed-to-seed variance of a row's metric (two different
+  trainings) or of the per-seed difference (two test settings of one network), the row's own when it
+  has ``OWN_SEEDS`` seeds or more, else ``pooled_variance`` over the study's evaluations.
+
+``compare`` adds the two variances and returns Δ ± t·sd, with the Welch–Satterthwaite degrees of
+freedom of the seed term (the image term is taken as exact).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
+import math
+from collections import defaultdict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from scipy.stats import t as student_t
 
-from hhrnet.evaluation import load_ground_truth, matched_cocoeval
-from hhrnet.io import atomic_write
-from hhrnet.keypoints import COCO_17, KeypointSet
+from hhrnet.evaluation import AREAS, MatchTable
 
-AREAS: tuple[str, ...] = ("all", "medium", "large")  # COCOeval keypoint areaRngLbl, in its order
 METRICS: dict[str, tuple[str, int | None]] = {  # name -> (area, OKS threshold index or None = mean of all)
     "AP": ("all", None), "AP50": ("all", 0), "AP75": ("all", 5), "AP_M": ("medium", None), "AP_L": ("large", None),
 }
-MAX_DETS = 20          # COCOeval keypoint params: maxDets = [20]
+OWN_SEEDS = 5          # a row with fewer seeds borrows the study's pooled seed variance (its own has < 4 df)
 _EPS = np.spacing(1)   # the precision denominator's epsilon in COCOeval.accumulate
-
-
-# --------------------------------------------------------------------------------------------------
-# The match table
-
-
-@dataclass
-class MatchTable:
-    """Everything AP needs from one evaluation, per detection and per image.
-
-    ``image_ids (I,)``: the evaluated images (sorted); ``people (A, I)``: non-ignored GT people per area;
-    ``det_image (D,)``: index into ``image_ids``; ``det_score (D,)``; ``matched`` and ``ignored``
-    ``(A, T, D)`` bool (``COCOeval`` ``dtMatches != 0`` and ``dtIgnore``); ``iou_thrs (T,)``,
-    ``rec_thrs (R,)``.  Detections are each image's top 20 in image order, best first, as in ``evalImgs``.
-    """
-
-    image_ids: np.ndarray
-    people: np.ndarray
-    det_image: np.ndarray
-    det_score: np.ndarray
-    matched: np.ndarray
-    ignored: np.ndarray
-    iou_thrs: np.ndarray
-    rec_thrs: np.ndarray
-
-    def save(self, path: str | Path) -> Path:
-        """Write a compressed ``.npz`` (flags bit-packed); ``MatchTable.load`` reads it back."""
-        path = Path(path)
-        arrays = asdict(self)
-        shape = np.array(self.matched.shape)
-        arrays["matched"] = np.packbits(self.matched.reshape(-1))
-        arrays["ignored"] = np.packbits(self.ignored.reshape(-1))
-        atomic_write(path, lambda f: np.savez_compressed(f, flags_shape=shape, **arrays))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "MatchTable":
-        with np.load(Path(path)) as z:
-            shape = tuple(int(s) for s in z["flags_shape"])
-            size = int(np.prod(shape))
-            flags = {k: np.unpackbits(z[k], count=size).astype(bool).reshape(shape) for k in ("matched", "ignored")}
-            return cls(z["image_ids"], z["people"], z["det_image"], z["det_score"], flags["matched"],
-                       flags["ignored"], z["iou_thrs"], z["rec_thrs"])
-
-    def counts(self, image_ids: Iterable[int] | None = None) -> np.ndarray:
-        """``(I,)`` multiplicity of each table image in a list of image ids (repeats allowed)."""
-        if image_ids is None:
-            return np.ones(len(self.image_ids), np.int64)
-        ids = np.asarray(list(image_ids), np.int64)
-        index = np.searchsorted(self.image_ids, ids)
-        if ids.size and (index.max() >= len(self.image_ids) or np.any(self.image_ids[index] != ids)):
-            unknown = sorted(set(ids.tolist()) - set(self.image_ids.tolist()))
-            raise ValueError(f"image ids not in the match table: {unknown[:10]}")
-        return np.bincount(index, minlength=len(self.image_ids)).astype(np.int64)
-
-
-def _empty_results(gt: Any) -> Any:
-    """A results ``COCO`` with no detections (``loadRes`` cannot take an empty list)."""
-    from pycocotools.coco import COCO
-
-    dt = COCO()
-    dt.dataset = {"images": list(gt.dataset["images"]), "categories": copy.deepcopy(gt.dataset["categories"]),
-                  "annotations": []}
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt.createIndex()
-    return dt
-
-
-def match_table(gt: Any, results: Sequence[dict[str, Any]], image_ids: Sequence[int] | None = None,
-                keypoints: KeypointSet = COCO_17) -> MatchTable:
-    """Run ``COCOeval.evaluate()`` exactly as ``evaluate_coco`` does and keep its matches.
-
-    ``gt``: a pycocotools ``COCO`` or an annotation file; ``results``: COCO keypoint result entries;
-    ``image_ids``: the evaluated images (default: every image of ``gt``).
-    """
-    gt = load_ground_truth(gt)
-    results = list(results)
-    image_ids = sorted(gt.getImgIds()) if image_ids is None else list(image_ids)
-    ev = matched_cocoeval(gt, results, image_ids, keypoints, dt=None if results else _empty_results(gt))
-    p = ev.params
-    if len(p.catIds) != 1 or list(p.maxDets) != [MAX_DETS] or tuple(p.areaRngLbl) != AREAS:
-        raise ValueError(f"match_table handles one category, maxDets [20] and areas {AREAS}; got categories "
-                         f"{p.catIds}, maxDets {p.maxDets}, areas {p.areaRngLbl}")
-    num_images, num_thrs = len(p.imgIds), len(p.iouThrs)
-    people = np.zeros((len(AREAS), num_images), np.int64)
-    det_image, det_score, matched, ignored = [], [], [[] for _ in AREAS], [[] for _ in AREAS]
-    for a in range(len(AREAS)):
-        for i in range(num_images):
-            e = ev.evalImgs[a * num_images + i]  # one category: evalImgs is ordered [area][image]
-            if e is None:
-                continue
-            people[a, i] = int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
-            scores = np.asarray(e["dtScores"][:MAX_DETS], np.float64)
-            if a == 0:
-                det_image.append(np.full(len(scores), i, np.int64))
-                det_score.append(scores)
-            matched[a].append(np.asarray(e["dtMatches"])[:, :MAX_DETS].reshape(num_thrs, -1) != 0)
-            ignored[a].append(np.asarray(e["dtIgnore"])[:, :MAX_DETS].reshape(num_thrs, -1).astype(bool))
-
-    def cat(parts: list, dtype: Any, shape: tuple) -> np.ndarray:
-        return np.concatenate(parts, axis=-1).astype(dtype) if parts else np.zeros(shape, dtype)
-
-    return MatchTable(
-        image_ids=np.asarray(p.imgIds, np.int64), people=people,
-        det_image=cat(det_image, np.int64, (0,)), det_score=cat(det_score, np.float64, (0,)),
-        matched=np.stack([cat(m, bool, (num_thrs, 0)) for m in matched]),
-        ignored=np.stack([cat(g, bool, (num_thrs, 0)) for g in ignored]),
-        iou_thrs=np.asarray(p.iouThrs, np.float64), rec_thrs=np.asarray(p.recThrs, np.float64))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,37 +121,64 @@ def ap_from_matches(table: MatchTable, image_ids: Iterable[int] | None = None, m
 
 
 # --------------------------------------------------------------------------------------------------
-# Paired bootstrap
+# Seed noise
 
 
-@dataclass
-class Comparison:
-    """ΔAP = a − b: the observed difference, its percentile interval, P(Δ ≤ 0) and the verdict."""
+@dataclass(frozen=True)
+class SeedNoise:
+    """The seed-to-seed variance of one quantity and where it was measured.
 
-    metric: str
-    delta: float
-    low: float
-    high: float
-    p_le_0: float
-    level: float
-    replicates: int
-    images: int
-    seeds: tuple[int, int]
-    verdict: str
+    ``df``: degrees of freedom of the estimate (Σ seeds − 1 over the groups it pools); ``source``: ``own``
+    (the row's own seeds) or ``pooled`` (``groups`` evaluations of the study).
+    """
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    variance: float
+    df: int
+    source: str
+    groups: int = 1
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.variance)
 
 
-def verdict(low: float, high: float, margin: float = 0.005) -> str:
-    """``a > b`` / ``a < b`` if the interval excludes 0; ``a ≈ b`` if all of it is inside ±margin; else none."""
-    if low > 0:
-        return "a > b"
-    if high < 0:
-        return "a < b"
-    if -margin < low and high < margin:
-        return "a ≈ b"
-    return "no difference beyond noise"
+def pooled_variance(groups: Iterable[Sequence[float]]) -> SeedNoise | None:
+    """Σ (n − 1) s² / Σ (n − 1) over the groups with two or more values; None when none has."""
+    usable = [np.asarray(g, np.float64) for g in groups if len(g) > 1]
+    if not usable:
+        return None
+    df = sum(len(g) - 1 for g in usable)
+    variance = sum(float(np.var(g, ddof=1)) * (len(g) - 1) for g in usable) / df
+    return SeedNoise(variance, df, "pooled", len(usable))
+
+
+def seed_noise(values: Sequence[float], pooled: SeedNoise | None) -> SeedNoise | None:
+    """The variance of one row's per-seed values: its own with ``OWN_SEEDS`` or more, else the pool's."""
+    if len(values) >= OWN_SEEDS:
+        return SeedNoise(float(np.var(np.asarray(values, np.float64), ddof=1)), len(values) - 1, "own")
+    return pooled
+
+
+def seed_term(parts: Sequence[tuple[SeedNoise, int]]) -> tuple[float, float]:
+    """Variance of Δ's seed part and its degrees of freedom, from ``(noise, seeds)`` of each mean in Δ.
+
+    Means sharing one estimate (both rows on the pool) add their shares of it, ``σ² (1/n_a + 1/n_b)``,
+    with its df; independent estimates combine by Welch–Satterthwaite.
+    """
+    share: dict[int, float] = defaultdict(float)
+    noises = {}
+    for noise, seeds in parts:
+        share[id(noise)] += 1.0 / seeds
+        noises[id(noise)] = noise
+    terms = [(noises[k].variance * w, noises[k].df) for k, w in share.items()]
+    variance = sum(v for v, _ in terms)
+    if variance == 0:
+        return 0.0, math.inf
+    return variance, variance ** 2 / sum(v ** 2 / df for v, df in terms)
+
+
+# --------------------------------------------------------------------------------------------------
+# Image noise and the interval
 
 
 def _check_same_images(tables: Sequence[MatchTable]) -> np.ndarray:
@@ -270,50 +189,74 @@ def _check_same_images(tables: Sequence[MatchTable]) -> np.ndarray:
     return ids
 
 
-def paired_bootstrap(tables_a: Sequence[MatchTable], tables_b: Sequence[MatchTable], n: int = 2000,
-                     seed: int = 0, level: float = 0.95, metric: str = "AP", margin: float = 0.005,
-                     paired_seeds: bool | None = None, resample_seeds: bool = True) -> Comparison:
-    """Interval of Δ = mean-over-seeds metric(a) − metric(b), one match table per trained seed.
+Replicates = dict[tuple[int, str, int, int], tuple[float, np.ndarray]]  # (table id, metric, n, seed) -> values
 
-    Each replicate draws the validation images with replacement (one draw shared by both rows and all
-    seeds) and the seeds with replacement (one draw of indices for both rows when ``paired_seeds``,
-    default: when both rows have as many seeds, i.e. the same trainings' seeds).  With one seed per row
-    it is the image bootstrap; ``resample_seeds=False`` keeps every seed once (images only).  ``delta``
-    is the observed difference; the interval is the percentile one.
+
+def image_bootstrap(tables_a: Sequence[MatchTable], tables_b: Sequence[MatchTable], n: int = 1000,
+                    seed: int = 0, metric: str = "AP", cache: Replicates | None = None) -> tuple[float, np.ndarray]:
+    """Δ = mean-over-seeds metric(a) − metric(b) on the evaluated images, and ``(n,)`` replicates of it
+    over images drawn with replacement (one draw for both rows and every seed; draws without any
+    counted person, which have no AP, are left out).
+
+    ``cache`` keeps each table's values between calls (the draw depends only on ``n``, ``seed`` and the
+    number of images), for a caller that compares one table many times and keeps the tables alive.
     """
     tables_a, tables_b = list(tables_a), list(tables_b)
     if not tables_a or not tables_b:
         raise ValueError("each row needs at least one match table (one per seed)")
-    ids = _check_same_images(tables_a + tables_b)
-    paired_seeds = len(tables_a) == len(tables_b) if paired_seeds is None else paired_seeds
-    if paired_seeds and len(tables_a) != len(tables_b):
-        raise ValueError(f"paired seeds need as many tables in both rows, got {len(tables_a)} and {len(tables_b)}")
+    num_images = len(_check_same_images(tables_a + tables_b))
     rng = np.random.default_rng(seed)
-    num_images = len(ids)
     counts = rng.multinomial(num_images, np.full(num_images, 1.0 / num_images), size=n)  # (n, I) image draws
+    full = np.ones((1, num_images), np.int64)
+    cache = {} if cache is None else cache  # a table in both rows (or twice) is computed once
 
-    def seed_weights(num_seeds: int) -> np.ndarray:  # (n, S) how often each seed is drawn
-        if not resample_seeds:
-            return np.full((n, num_seeds), 1.0 / num_seeds)
-        return rng.multinomial(num_seeds, np.full(num_seeds, 1.0 / num_seeds), size=n) / num_seeds
+    def per_seed(tables: list[MatchTable]) -> tuple[np.ndarray, np.ndarray]:
+        keys = [(id(t), metric, n, seed) for t in tables]
+        for t, key in zip(tables, keys):
+            if key not in cache:
+                cache[key] = (float(metric_from_matches(t, full, metric)[0]), metric_from_matches(t, counts, metric))
+        return np.array([cache[k][0] for k in keys]), np.stack([cache[k][1] for k in keys], axis=1)
 
-    weights_a = seed_weights(len(tables_a))
-    weights_b = weights_a if paired_seeds else seed_weights(len(tables_b))
-    full = np.ones((1, num_images))
-    observed = [np.mean([metric_from_matches(t, full, metric)[0] for t in tables]) for tables in (tables_a, tables_b)]
-    cache: dict[int, np.ndarray] = {}  # a table given to both rows (or twice) is computed once
+    (obs_a, rep_a), (obs_b, rep_b) = per_seed(tables_a), per_seed(tables_b)
+    defined = (rep_a >= 0).all(axis=1) & (rep_b >= 0).all(axis=1)
+    return float(obs_a.mean() - obs_b.mean()), (rep_a.mean(axis=1) - rep_b.mean(axis=1))[defined]
 
-    def per_seed(tables: list[MatchTable]) -> np.ndarray:  # (n, S) the metric of every seed and replicate
-        for t in tables:
-            if id(t) not in cache:
-                cache[id(t)] = metric_from_matches(t, counts, metric)
-        return np.stack([cache[id(t)] for t in tables], axis=1)
 
-    per_a, per_b = per_seed(tables_a), per_seed(tables_b)
-    deltas = (per_a * weights_a).sum(axis=1) - (per_b * weights_b).sum(axis=1)
-    deltas = deltas[(per_a[:, 0] >= 0) & (per_b[:, 0] >= 0)]  # a draw without any counted person has no AP
-    tail = (1.0 - level) / 2.0
-    low, high = (float(v) for v in np.quantile(deltas, [tail, 1.0 - tail]))
-    return Comparison(metric=metric, delta=float(observed[0] - observed[1]), low=low, high=high,
-                      p_le_0=float(np.mean(deltas <= 0)), level=level, replicates=len(deltas), images=num_images,
-                      seeds=(len(tables_a), len(tables_b)), verdict=verdict(low, high, margin))
+@dataclass
+class Comparison:
+    """Δ = a − b with its interval from both noises: ``sd_images`` (bootstrap), ``sd_seeds`` (``seed_term``)."""
+
+    metric: str
+    delta: float
+    low: float
+    high: float
+    level: float
+    sd_images: float
+    sd_seeds: float
+    df: float
+    images: int
+    seeds: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def interval(delta: float, image_variance: float, seed_variance: float, df: float,
+             level: float = 0.95) -> tuple[float, float]:
+    """Δ ± t_df · √(image variance + seed variance) (df infinite: the normal quantile)."""
+    half = float(student_t.ppf(0.5 + level / 2, df)) * math.sqrt(image_variance + seed_variance)
+    return delta - half, delta + half
+
+
+def compare(tables_a: Sequence[MatchTable], tables_b: Sequence[MatchTable], seed_parts: Sequence[tuple[SeedNoise, int]],
+            metric: str = "AP", level: float = 0.95, n: int = 1000, seed: int = 0,
+            cache: Replicates | None = None) -> Comparison:
+    """The interval of Δ = metric(a) − metric(b): images resampled (``image_bootstrap``), seeds' variance
+    from ``seed_parts`` (``seed_term``: each row's noise for two trainings, the per-seed difference's
+    for two test settings of one network)."""
+    delta, replicates = image_bootstrap(tables_a, tables_b, n, seed, metric, cache)
+    image_variance = float(np.var(replicates, ddof=1)) if len(replicates) > 1 else 0.0
+    seed_variance, df = seed_term(seed_parts)
+    low, high = interval(delta, image_variance, seed_variance, df, level)
+    return Comparison(metric, delta, low, high, level, math.sqrt(image_variance), math.sqrt(seed_variance), df,
+                      len(tables_a[0].image_ids), (len(tables_a), len(tables_b)))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import COCO_MINI
-from hhrnet.evaluation import (METRIC_NAMES, available_backends, coco_results, evaluate_coco,
+from hhrnet.evaluation import (METRIC_NAMES, available_backends, coco_results, evaluate_coco, load_ground_truth,
                                metrics_markdown)
 from hhrnet.inference import Poses
 
@@ -42,8 +42,6 @@ def perturbed(results: list[dict], seed: int = 0) -> list[dict]:
 
 @pytest.fixture(scope="module", params=SPLITS)
 def gt(request):
-    from hhrnet.evaluation import load_ground_truth
-
     return load_ground_truth(COCO_MINI / request.param)
 
 

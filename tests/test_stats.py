@@ -1,18 +1,22 @@
-"""Match tables reproduce pycocotools' AP exactly; the paired bootstrap behaves like an interval should."""
+"""Match tables reproduce pycocotools' AP exactly; intervals with image and seed noise cover a known
+difference 95% of the time and call two seeds of one configuration different at most 5% of the time."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
+import math
 
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
+from scipy.stats import t as student_t
 
 from conftest import COCO_MINI
-from hhrnet.evaluation import evaluate_coco, load_ground_truth
-from hhrnet.stats import (METRICS, MatchTable, ap_from_matches, match_table, metric_from_matches,
-                          paired_bootstrap, verdict)
+from hhrnet.evaluation import MatchTable, evaluate_coco, load_ground_truth, match_table
+from hhrnet.stats import (METRICS, OWN_SEEDS, SeedNoise, ap_from_matches, compare, image_bootstrap,
+                          metric_from_matches, pooled_variance, seed_noise, seed_term)
 
 ALL_JSON = COCO_MINI / "person_keypoints.json"
 
@@ -137,28 +141,26 @@ def test_empty_results_and_round_trip(mini_gt, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# Paired bootstrap
+# Intervals
 
 
 def test_row_against_itself_is_exactly_zero(synth):
-    c = paired_bootstrap([synth["a"]], [synth["a"]], n=200)
-    assert (c.delta, c.low, c.high, c.p_le_0) == (0.0, 0.0, 0.0, 1.0)
-    assert c.verdict == "a ≈ b"
+    c = compare([synth["a"]], [synth["a"]], [], n=200)
+    assert (c.delta, c.low, c.high, c.sd_images, c.sd_seeds) == (0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def test_planted_improvement_is_detected_both_ways(synth):
-    better = paired_bootstrap([synth["a"]], [synth["b"]], n=300)
-    worse = paired_bootstrap([synth["b"]], [synth["a"]], n=300)
-    assert better.low > 0 and better.verdict == "a > b" and better.p_le_0 == 0.0
-    assert worse.high < 0 and worse.verdict == "a < b"
+    better = compare([synth["a"]], [synth["b"]], [], n=300)
+    worse = compare([synth["b"]], [synth["a"]], [], n=300)
+    assert better.low > 0 and worse.high < 0
     assert better.delta == pytest.approx(ap_from_matches(synth["a"]) - ap_from_matches(synth["b"]))
-    assert better.low < better.delta < better.high
+    assert better.low < better.delta < better.high and better.seeds == (1, 1) and better.images == 300
 
 
 def test_deterministic_with_a_seed(synth):
-    one = paired_bootstrap([synth["a"]], [synth["b"]], n=200, seed=7)
-    assert one == paired_bootstrap([synth["a"]], [synth["b"]], n=200, seed=7)
-    other = paired_bootstrap([synth["a"]], [synth["b"]], n=200, seed=8)
+    one = compare([synth["a"]], [synth["b"]], [], n=200, seed=7)
+    assert one == compare([synth["a"]], [synth["b"]], [], n=200, seed=7)
+    other = compare([synth["a"]], [synth["b"]], [], n=200, seed=8)
     assert (one.low, one.high) != (other.low, other.high)
 
 
@@ -168,28 +170,110 @@ def test_interval_width_shrinks_like_one_over_sqrt_images():
         gt = synthetic_gt(num_images, seed=11)
         a = match_table(gt, planted_results(gt, 0.05, 0.1, 1.0, 1))
         b = match_table(gt, planted_results(gt, 0.08, 0.15, 1.0, 2))
-        c = paired_bootstrap([a], [b], n=400)
+        c = compare([a], [b], [], n=400)
         widths[num_images] = c.high - c.low
     assert 1.4 < widths[60] / widths[240] < 2.9, widths  # sqrt(4) = 2
 
 
-def test_seeds_are_resampled_and_paired():
+def test_the_image_draw_is_shared_by_both_rows_and_every_seed():
+    """Each row's mean over its seeds; a table given to both rows differs from itself by exactly zero."""
     gt = synthetic_gt(120, seed=5)
-    seeds_a = [match_table(gt, planted_results(gt, noise, 0.1, 1.0, 20 + s))
-               for s, noise in enumerate((0.04, 0.06, 0.09))]
-    seeds_b = [match_table(gt, planted_results(gt, noise, 0.1, 1.0, 30 + s))
-               for s, noise in enumerate((0.05, 0.07, 0.10))]
-    paired = paired_bootstrap(seeds_a, seeds_b, n=200)
-    expected = np.mean([ap_from_matches(t) for t in seeds_a]) - np.mean([ap_from_matches(t) for t in seeds_b])
-    assert paired.delta == pytest.approx(expected) and paired.seeds == (3, 3)
-    # the spread between seeds widens the interval beyond the image-only bootstrap of the same means
-    images_only = paired_bootstrap(seeds_a, seeds_b, n=200, resample_seeds=False)
-    assert images_only.delta == paired.delta
-    assert paired.high - paired.low > 1.2 * (images_only.high - images_only.low)
-    unpaired = paired_bootstrap(seeds_a, seeds_b[:2], n=200)
-    assert unpaired.seeds == (3, 2) and unpaired.low < unpaired.high
-    with pytest.raises(ValueError, match="paired seeds"):
-        paired_bootstrap(seeds_a, seeds_b[:2], n=10, paired_seeds=True)
+    seeds_a = [match_table(gt, planted_results(gt, noise, 0.1, 1.0, 20 + s)) for s, noise in enumerate((0.04, 0.06))]
+    seeds_b = [match_table(gt, planted_results(gt, 0.07, 0.1, 1.0, 30))]
+    delta, replicates = image_bootstrap(seeds_a, seeds_b, n=50)
+    assert delta == pytest.approx(np.mean([ap_from_matches(t) for t in seeds_a]) - ap_from_matches(seeds_b[0]))
+    same, zeros = image_bootstrap(seeds_a, seeds_a, n=50)
+    assert same == 0.0 and not zeros.any()
+    with pytest.raises(ValueError, match="same images"):
+        image_bootstrap(seeds_a, [match_table(synthetic_gt(10), [])], n=5)
+
+
+def test_pooled_variance_weights_each_group_by_its_degrees_of_freedom():
+    pool = pooled_variance([[1.0, 3.0], [2.0, 4.0, 6.0], [5.0]])  # a one-seed group adds nothing
+    assert (pool.df, pool.groups, pool.source) == (3, 2, "pooled")
+    assert pool.variance == pytest.approx((2.0 * 1 + 4.0 * 2) / 3)
+    assert pooled_variance([[1.0], [2.0]]) is None
+    own = seed_noise([float(v) for v in range(OWN_SEEDS)], pool)
+    assert own.source == "own" and own.df == OWN_SEEDS - 1 and own.variance == pytest.approx(np.var(range(OWN_SEEDS), ddof=1))
+    assert seed_noise([1.0, 2.0], pool) is pool
+
+
+def test_two_rows_on_one_pool_add_their_shares_and_keep_its_degrees_of_freedom():
+    pool = SeedNoise(0.04, 6, "pooled", 6)
+    assert seed_term([(pool, 1), (pool, 3)]) == (pytest.approx(0.04 * (1 + 1 / 3)), 6)
+    own = SeedNoise(0.09, 4, "own")
+    variance, df = seed_term([(pool, 2), (own, 5)])  # independent estimates: Welch-Satterthwaite
+    assert variance == pytest.approx(0.02 + 0.018)
+    assert df == pytest.approx(0.038 ** 2 / (0.02 ** 2 / 6 + 0.018 ** 2 / 4))
+    assert seed_term([]) == (0.0, math.inf)
+
+
+def test_seed_noise_widens_a_one_seed_comparison_beyond_seed_noise_alone(synth):
+    """With one seed per row the pooled seed SD still enters: the half-width is at least t·σ·√2."""
+    pool = SeedNoise(0.012 ** 2, 7, "pooled", 7)
+    images_only = compare([synth["a"]], [synth["b"]], [], n=300)
+    both = compare([synth["a"]], [synth["b"]], [(pool, 1), (pool, 1)], n=300)
+    assert both.delta == images_only.delta and both.sd_images == images_only.sd_images
+    assert both.sd_seeds == pytest.approx(0.012 * math.sqrt(2)) and both.df == 7
+    half = (both.high - both.low) / 2
+    assert half >= student_t.ppf(0.975, 7) * 0.012 * math.sqrt(2)
+    assert half == pytest.approx(student_t.ppf(0.975, 7) * math.hypot(both.sd_images, both.sd_seeds))
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration by simulation: rows with a known difference, and A/A pairs
+
+THRESHOLDS = np.linspace(0.5, 0.95, 10)
+
+
+def simulated_table(quality: np.ndarray, rng: np.random.Generator) -> MatchTable:
+    """One person and one detection per image: OKS = sigmoid(quality), its score a noisy quality."""
+    n = len(quality)
+    matched = np.broadcast_to(1 / (1 + np.exp(-quality)) > THRESHOLDS[:, None], (10, n))
+    people = np.stack([np.ones(n, np.int64), np.ones(n, np.int64), np.zeros(n, np.int64)])
+    return MatchTable(np.arange(n), people, np.arange(n), quality + rng.normal(0, 1.0, n), np.stack([matched] * 3),
+                      np.zeros((3, 10, n), bool), THRESHOLDS, np.linspace(0.0, 1.0, 101))
+
+
+@pytest.fixture(scope="module")
+def simulated() -> dict:
+    """80 studies of 6 configurations × 3 seeds on 100 shared images; configuration 0 is better by a
+    fixed amount.  A training's quality = configuration + seed effect + image difficulty + noise."""
+    rng = np.random.default_rng(0)
+    configs, seeds, images = 6, 3, 100
+    deltas, intervals, aa, aa_images = [], [], [], []
+    for sim in range(80):
+        difficulty = rng.normal(1.0, 1.5, images)
+        rows = [[simulated_table(0.4 * (c == 0) + rng.normal(0, 0.25) + difficulty + rng.normal(0, 0.5, images), rng)
+                 for _ in range(seeds)] for c in range(configs)]
+        values = [[ap_from_matches(t) for t in row] for row in rows]
+        pool, cache = pooled_variance(values), {}
+        for b in range(1, configs):  # the better configuration against each of the others
+            c = compare(rows[0], rows[b], [(pool, seeds), (pool, seeds)], n=100, seed=sim, cache=cache)
+            deltas.append(c.delta)
+            intervals.append((c.low, c.high))
+        for b in range(1, configs):  # A/A: two seeds of one configuration as two one-seed rows
+            others = pooled_variance(values[:b] + values[b + 1:])
+            for s, t in itertools.combinations(range(seeds), 2):
+                with_seeds = compare([rows[b][s]], [rows[b][t]], [(others, 1), (others, 1)], n=100, seed=sim, cache=cache)
+                images_only = compare([rows[b][s]], [rows[b][t]], [], n=100, seed=sim, cache=cache)
+                aa.append(with_seeds.low > 0 or with_seeds.high < 0)
+                aa_images.append(images_only.low > 0 or images_only.high < 0)
+    truth = float(np.mean(deltas))  # the expected difference, over 400 comparisons
+    return {"truth": truth, "coverage": np.mean([low <= truth <= high for low, high in intervals]),
+            "aa": float(np.mean(aa)), "aa_images": float(np.mean(aa_images)), "pairs": len(aa)}
+
+
+def test_the_interval_covers_a_known_difference_95_percent_of_the_time(simulated):
+    assert simulated["truth"] > 0.05  # a real difference, not a null one
+    assert 0.90 <= simulated["coverage"] <= 0.98, simulated
+
+
+def test_two_seeds_of_one_configuration_are_called_different_at_most_5_percent_of_the_time(simulated):
+    """The A/A rate at its nominal 5% (within the simulation's error); images alone call most pairs different."""
+    assert simulated["pairs"] == 80 * 5 * 3
+    assert 0.01 <= simulated["aa"] <= 0.07, simulated
+    assert simulated["aa_images"] > 0.3, simulated
 
 
 def test_metric_matrix_matches_single_calls(synth):
@@ -197,11 +281,3 @@ def test_metric_matrix_matches_single_calls(synth):
     batch = metric_from_matches(synth["a"], counts, "AP_M")
     single = [ap_from_matches(synth["a"], np.repeat(synth["a"].image_ids, row), "AP_M") for row in counts]
     np.testing.assert_allclose(batch, single, rtol=0, atol=1e-15)
-
-
-def test_verdict():
-    assert verdict(0.01, 0.03) == "a > b"
-    assert verdict(-0.03, -0.001) == "a < b"
-    assert verdict(-0.004, 0.003) == "a ≈ b"
-    assert verdict(-0.004, 0.003, margin=0.002) == "no difference beyond noise"
-    assert verdict(-0.02, 0.03) == "no difference beyond noise"

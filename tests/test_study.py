@@ -13,7 +13,13 @@ import yaml
 
 from conftest import REPO
 from hhrnet.config import preset
-from hhrnet.study import DIAGNOSTIC_KEYS, Study, StudyError, run_study, summary_rows
+from hhrnet.study import (DIAGNOSTIC_KEYS, Registration, Study, StudyError, generate_synthetic, preregistration, run_study,
+                          summary_rows)
+from hhrnet.study.results import family_verdict, published_agreement
+from hhrnet.study.runner import select_runs
+
+sys.path.insert(0, str(REPO / "book"))
+import verdicts  # noqa: E402  (book/verdicts.py: the ablations chapter's words)
 
 EXPERIMENTS = REPO / "experiments"
 
@@ -99,8 +105,6 @@ def test_smoke_profile_end_to_end(experiments):
     its own synthetic crowds; metrics files are complete (with diagnostics where rows.yaml asks for them);
     the summary has their rows; a re-run runs nothing.  (CI runs the whole smoke profile before the tests:
     `make study PROFILE=smoke`.)"""
-    from hhrnet.study.runner import select_runs
-
     only = ["train/w32_512/", "eval/w32_512_", "hrnet_baseline", "crowdpose_w32_512_ss"]
     cli = subprocess.run([sys.executable, "-m", "hhrnet", "study", "--profile", "smoke", "--experiments", str(experiments),
                           "--workers", "2", "--only", *only], capture_output=True, text=True, timeout=1800)
@@ -152,8 +156,6 @@ def test_failing_notebook_names_run_and_cell(experiments):
 
 def test_synthetic_scene_knobs_name_the_data_folder_and_are_checked(tmp_path):
     """Profiles with different scene knobs never share a cached data folder; a bad knob is one error."""
-    from hhrnet.study import generate_synthetic
-
     study = Study.load(EXPERIMENTS)
     default, smoke = study.data_spec("default"), study.data_spec("smoke")
     assert default["synthetic"]["scene"]["front_facing_prob"] == 0.85
@@ -163,30 +165,21 @@ def test_synthetic_scene_knobs_name_the_data_folder_and_are_checked(tmp_path):
         generate_synthetic(tmp_path, {"train": 1, "val": 1, "size": 64, "seed": 0, "scene": {"no_such_knob": 1}})
 
 
-def _row(ap, std=None):
-    return {"AP": ap, "AP_std": std}
-
-
-@pytest.mark.parametrize("expect, rows, expected", [
-    (["a > b"], {"a": _row(0.30), "b": _row(0.20)}, "reproduces in direction"),
-    (["a > b", "a > c"], {"a": _row(0.30), "b": _row(0.20), "c": _row(0.40)}, "partly reproduces"),
-    (["a > b"], {"a": _row(0.20), "b": _row(0.30)}, "does not reproduce at this scale"),
-    (["a > b"], {"a": _row(0.302, 0.01), "b": _row(0.30, 0.01)}, "inconclusive: every difference is within noise"),
-    (["a ≈ b"], {"a": _row(0.302), "b": _row(0.30)}, "reproduces in direction"),
-    (["a ≥ b"], {"a": _row(0.298), "b": _row(0.30)}, "reproduces in direction (1 of 1 differences within noise)"),
-    (["a > b"], {"a": _row(0.0), "b": _row(0.0)}, "inconclusive: AP is zero for every row"),
-    (["a > b"], {"a": _row(0.3)}, "not measured in this profile"),
+@pytest.mark.parametrize("outcomes, expected, verdict", [
+    (["holds"], 5, "1 of 5 measured: 1 holds"),  # never "reproduces" while a comparison is unmeasured
+    (["holds", "holds"], 2, "reproduces: every comparison holds (2 of 2)"),
+    (["holds", "undecided"], 2, "2 of 2 measured: 1 holds, 1 undecided"),
+    (["contradicted"], 1, "contradicted: every comparison is (1 of 1)"),
+    ([], 3, "not measured: 0 of 3 comparisons"),
 ])
-def test_verdicts_follow_the_rules_of_the_ablations_chapter(expect, rows, expected):
-    from hhrnet.study import Expectation, verdict
-
-    assert verdict([Expectation.parse(e).check(rows) for e in expect]).startswith(expected)
+def test_a_family_verdict_counts_only_what_was_measured(outcomes, expected, verdict):
+    assert family_verdict(outcomes, expected) == verdict
 
 
-def _measured(comparison: str, outcome: str, delta: float, low: float, high: float) -> dict:
+def _measured(comparison: str, outcome: str, delta: float, low: float, high: float, **extra) -> dict:
     """A comparison as ``gather`` writes it into ``summary.json``'s ``families``."""
-    return {"comparison": comparison, "delta": delta, "low": low, "high": high, "p_le_0": 0.5, "seeds": [3, 3],
-            "images": 1000, "outcome": outcome}
+    return {"comparison": comparison, "delta": delta, "low": low, "high": high, "seeds": [3, 3], "images": 1000,
+            "outcome": outcome, "metrics": {}, "against_AP": [], **extra}
 
 
 def _interval(check: dict) -> str:
@@ -194,42 +187,122 @@ def _interval(check: dict) -> str:
 
 
 def test_a_family_reading_embeds_the_intervals_and_the_text_of_each_measured_outcome():
-    """The numbers come from the summary, the words from rows.yaml's ``reading`` of the outcomes measured."""
-    from hhrnet.study.results import family_reading
-
+    """The numbers come from the summary, the words from the book's readings of the outcomes measured."""
     spec = Study.load(EXPERIMENTS).definition
-    family = spec.families["deconv_modules"]
+    family, words = spec.families["deconv_modules"], verdicts.FAMILIES["deconv_modules"]
     measured = {"checks": [_measured("w32_512_ss > hrnet_baseline", "contradicted", -0.015, -0.025, -0.005),
                            _measured("w32_512_ss ≥ deconv_2", "undecided", 0.001, -0.009, 0.011)]}
-    text = family_reading(family, measured, spec.published, "cpu", _interval)
+    text = verdicts.family_reading("deconv_modules", family, measured, spec.published, "cpu", _interval)
     assert "`w32_512_ss` − `hrnet_baseline`: -1.5 [-2.5, -0.5] AP points" in text
     assert "`w32_512_ss > hrnet_baseline` is contradicted; published: +2.7 AP (paper, Table 5, (e) − (a))." in text
     assert "`w32_512_ss ≥ deconv_2` is undecided." in text  # no published row for two modules
-    assert family.reading["contradicted"] in text and family.reading["undecided"] in text
-    assert family.reading["holds"] not in text
-    assert text.index(family.reading["contradicted"]) < text.index(family.reading["undecided"])
+    assert words.contradicted in text and words.undecided in text and words.holds not in text
+    assert text.index(words.contradicted) < text.index(words.undecided)
+    assert "Beyond AP" not in text
 
     holds = {"checks": [_measured("w32_512_ss > hrnet_baseline", "holds", 0.02, 0.01, 0.03)]}
-    text = family_reading(family, holds, spec.published, "cpu", _interval)
-    assert "+2.0 [1.0, 3.0]" in text and family.reading["holds"] in text
-    assert family.reading["contradicted"] not in text and family.reading["undecided"] not in text
+    text = verdicts.family_reading("deconv_modules", family, holds, spec.published, "cpu", _interval)
+    assert "+2.0 [1.0, 3.0]" in text and words.holds in text
+    assert words.contradicted not in text and words.undecided not in text
 
 
-def test_an_unmeasured_family_reading_says_so_in_one_sentence():
-    from hhrnet.study.results import family_reading
-
+def test_a_metric_that_moves_against_ap_beyond_noise_is_read():
+    """Multi-scale test raising AP while lowering AP(L): the reading says so, with why at this scale."""
     spec = Study.load(EXPERIMENTS).definition
-    for measured in (None, {"checks": [], "verdict": "not measured in this profile"}):
-        text = family_reading(spec.families["ae_loss"], measured, spec.published, "default", _interval)
-        assert text == "*Not measured in the `default` profile: no comparison of this family has a 95% interval yet.*"
+    check = _measured("w32_512_ms > w32_512_ss", "holds", 0.024, 0.011, 0.037, against_AP=["AP_L"],
+                      metrics={"AP_L": {"delta": -0.076, "low": -0.095, "high": -0.056}})
+    text = verdicts.family_reading("test_time", spec.families["test_time"], {"checks": [check]}, spec.published, "cpu",
+                                   _interval)
+    assert "*Beyond AP.* `w32_512_ms` − `w32_512_ss`: AP +2.4 [1.1, 3.7], but AP(L) -7.6 [-9.5, -5.6]" in text
+    assert verdicts.BEYOND_AP[("test_time", "AP_L")] in text
 
 
-def test_committed_readings_name_no_measured_number():
+def test_an_unmeasured_family_reading_says_what_it_needs():
+    spec = Study.load(EXPERIMENTS).definition
+    measured = {"checks": [], "unmeasured": [{"comparison": "w32_512_ss ≥ ae_max", "reason": "ae_max not run"}]}
+    text = verdicts.family_reading("ae_loss", spec.families["ae_loss"], measured, spec.published, "default", _interval)
+    assert text == ("*Not measured in the `default` profile: no comparison of this family has a 95% interval yet.* "
+                    "It needs:\n\n* `w32_512_ss ≥ ae_max`: ae_max not run.")
+
+
+def test_every_family_has_its_words_in_the_book_and_they_name_no_measured_number():
     """A reading's words are chosen by the outcome; the numbers it could contradict are printed beside it."""
     spec = Study.load(EXPERIMENTS).definition
-    for name, family in spec.families.items():
-        for outcome, text in family.reading.items():
-            assert not re.search(r"\bAP\s*[-+−]?\d|\d\s*AP\b|\d\s*%", text), (name, outcome)
+    assert set(verdicts.FAMILIES) == set(spec.families)
+    for name, words in verdicts.FAMILIES.items():
+        for outcome in ("holds", "contradicted", "undecided"):
+            assert not re.search(r"\bAP\s*[-+−]?\d|\d\s*AP\b|\d\s*%", words.reading(outcome)), (name, outcome)
+
+
+@pytest.mark.parametrize("gt_tags, gt_heatmaps, std, weaker", [
+    (0.25, 0.80, None, "Its heatmaps are the weaker half: given perfect tags they reach 55.0 AP points less"),
+    (0.80, 0.25, None, "Its tags (the grouping) are the weaker half: given perfect heatmaps they reach 55.0 AP points"),
+    (0.50, 0.52, 0.02, "Neither half limits it clearly more: the two substitutions differ by 2.0 AP points"),
+])
+def test_a_diagnostic_reading_names_the_weaker_half(gt_tags, gt_heatmaps, std, weaker):
+    row = {"diag_AP": 0.2, "diag_AP_gt_tags": gt_tags, "diag_AP_gt_heatmaps": gt_heatmaps, "diag_AP_ceiling": 0.9,
+           "diag_AP_single": 0.3, "diag_AP_multi": None, "diag_AP_gt_tags_std": std}
+    text = verdicts.diagnostic_reading("w32_512_ss", row, lambda r, k: "–" if r.get(k) is None else f"{100 * r[k]:.1f}")
+    assert text.startswith(f"`w32_512_ss` scores 20.0 AP; with perfect tags (its own heatmaps) {100 * gt_tags:.1f}")
+    assert weaker in text and text.endswith("on multi-person images –.")
+    assert "It reaches 22% of the ceiling of its output resolution." in text  # 0.2 of 0.9
+
+
+def test_the_committed_cpu_summary_is_calibrated_and_wide_enough():
+    """The committed summary (re-gathered from the committed results): its A/A calibration has at least four
+    pairs and at most 5% false calls, every comparison between two trainings is at least as wide as the
+    seed noise alone implies, and no family with an unmeasured comparison reads "reproduces"."""
+    summary = json.loads((EXPERIMENTS / "results" / "cpu" / "summary.json").read_text())
+    calibration = summary["calibration"]
+    assert calibration["pairs"] >= 4 and calibration["false_positive_rate"] <= 0.05
+    pooled = summary["seed_noise"]["between_trainings"]["AP"]
+    trainings = 0
+    for family in summary["families"].values():
+        assert family["measured"] == len(family["checks"]) and family["expected"] == family["measured"] + len(family["unmeasured"])
+        if family["unmeasured"]:
+            assert "reproduces" not in family["verdict"]
+        for c in family["checks"]:
+            if c["noise"].startswith("two trainings"):
+                trainings += 1
+                na, nb = c["seeds"]
+                floor = 1.96 * pooled["sd"] * (1 / na + 1 / nb) ** 0.5
+                assert (c["high"] - c["low"]) / 2 >= floor, c
+    assert trainings >= 4  # higher_resolution, deconv_modules ×2, multires_supervision
+
+
+def test_expectations_changed_after_results_are_told_and_no_history_reads_unavailable(tmp_path):
+    """A family whose ``expect`` changed in a commit after its first result says so; without git history
+    (here: no repository at all) every family reads "history unavailable"."""
+    repo = tmp_path / "repo"
+    (repo / "experiments").mkdir(parents=True)
+    for name in ("rows.yaml", "train.ipynb", "evaluate.ipynb"):
+        shutil.copy(EXPERIMENTS / name, repo / "experiments" / name)
+
+    def git(*args):
+        out = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, capture_output=True,
+                             text=True, check=True)
+        return out.stdout.strip()
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "claims first")
+    first = git("rev-parse", "HEAD")
+    metrics = repo / "experiments" / "results" / "cpu" / "eval" / "w32_512_ss" / "seed0" / "metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"AP": 0.3, "stamp": "x", "git_commit": first[:7]}))
+    rows = repo / "experiments" / "rows.yaml"
+    rows.write_text(rows.read_text().replace('expect: ["w32_512_ss > no_multires_supervision"]',
+                                             'expect: ["w32_512_ss ≥ no_multires_supervision"]'))
+    git("commit", "-q", "-am", "claim changed after the result")
+    changed = git("rev-parse", "HEAD")
+    found = preregistration(Study.load(repo / "experiments"), "cpu")
+    assert found["multires_supervision"] == Registration(changed, first[:7], True, True)
+    assert found["higher_resolution"] == Registration(first, first[:7], False, True)
+    assert found["published_weights"].first_result is None and found["published_weights"].changed_after_results is None
+
+    bare = tmp_path / "bare"
+    shutil.copytree(repo / "experiments", bare)
+    assert set(preregistration(Study.load(bare), "cpu").values()) == {Registration(None, None, None, False)}
 
 
 def test_a_malformed_or_unknown_expectation_is_one_error(experiments):
@@ -246,8 +319,6 @@ def test_a_malformed_or_unknown_expectation_is_one_error(experiments):
 
 def test_published_agreement_compares_each_published_row_within_its_tolerance():
     """`compare_published` of the published_weights family: hhrnet's AP on mmpose's weights beside mmpose's row."""
-    from hhrnet.study.results import published_agreement
-
     definition = Study.load(EXPERIMENTS).definition
     family = definition.families["published_weights"]
     tolerance = family.compare_published["tolerance_AP"]

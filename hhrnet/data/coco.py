@@ -25,9 +25,8 @@ from torch.utils.data import Dataset
 
 from hhrnet.config import Config, DataConfig
 from hhrnet.data import transforms
-from hhrnet.evaluation import PERSON_CATEGORY
 from hhrnet.io import ImageReadError, read_image
-from hhrnet.keypoints import KeypointSet, keypoint_set_for_names
+from hhrnet.keypoints import COCO_17, KeypointSet, keypoint_set_for_names
 from hhrnet.targets import (counted_mask, fixed_sigma_heatmaps, is_ignored_region, joint_tag_targets,
                             scale_aware_heatmaps)
 
@@ -150,9 +149,9 @@ def _check_annotation(ann: Any, path: Path, images: Mapping[int, Any], categorie
         raise DatasetError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
     if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
         raise DatasetError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
-    if ann.get("category_id") != PERSON_CATEGORY:
+    if ann.get("category_id") != COCO_17.category_id:
         raise DatasetError(f"{where}: category_id {ann['category_id']}; hhrnet scores category "
-                           f"{PERSON_CATEGORY} (person) only")
+                           f"{COCO_17.category_id} (person) only")
     keypoints = _annotation_keypoints(ann, num_joints, where)
     if ann.get("iscrowd") not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
         raise DatasetError(f"{where}: 'iscrowd' must be 0 or 1, got {ann.get('iscrowd')!r}")

@@ -9,7 +9,9 @@ Both write ``experiments/results/<profile>/<run>/`` (``metrics.json``, the execu
 * ``runner``: stamps, locks, papermill, publishing a finished run;
 * ``provenance``: which code produced a result (the sources a run imported, file by file);
 * ``notebook``: what the notebooks call (``train_for_study``, ``evaluate_for_study``, ``write_metrics``);
-* ``results``: ``gather``, ``summary_rows`` and the verdicts of the ablation families.
+* ``claims``: a family's expectations (``Expectation``), as rows.yaml writes them;
+* ``results``: ``gather``, ``summary_rows``, and the intervals, A/A calibration and verdicts of the families;
+* ``preregistration``: when each family's expectations last changed, beside its first result.
 
 ``python -m hhrnet study --profile P`` (parsed in ``hhrnet.cli``) runs it.
 """
@@ -17,14 +19,15 @@ Both write ``experiments/results/<profile>/<run>/`` (``metrics.json``, the execu
 from .errors import RunFailed, SpecError, StudyError, StudyLocked
 from .notebook import config_from_yaml, evaluate_for_study, model_size, train_for_study, write_metrics
 from .plan import Run, Study
-from .results import (DIAGNOSTIC_KEYS, METRIC_KEYS, NOISE_TOLERANCE, Expectation, diagnostic_metrics, family_verdicts,
-                      gather, summary_rows, verdict)
+from .claims import METRIC_KEYS, Expectation
+from .preregistration import Registration, preregistration
+from .results import DIAGNOSTIC_KEYS, NOISE_TOLERANCE, diagnostic_metrics, gather, summary_rows
 from .provenance import code_changes, code_used, result_id
 from .runner import execute, generate_synthetic, run_stamp, run_status, run_study, run_workers
 from .spec import StudySpec, load_spec
 
-__all__ = ["DIAGNOSTIC_KEYS", "METRIC_KEYS", "NOISE_TOLERANCE", "Expectation", "Run", "RunFailed", "SpecError", "Study",
-           "StudyError", "StudyLocked", "StudySpec", "code_changes", "code_used", "config_from_yaml", "diagnostic_metrics",
-           "evaluate_for_study", "execute", "family_verdicts", "gather", "generate_synthetic", "load_spec", "model_size",
-           "result_id", "run_stamp", "run_status", "run_study", "run_workers", "summary_rows", "train_for_study", "verdict",
-           "write_metrics"]
+__all__ = ["DIAGNOSTIC_KEYS", "METRIC_KEYS", "NOISE_TOLERANCE", "Expectation", "Registration", "Run", "RunFailed",
+           "SpecError", "Study", "StudyError", "StudyLocked", "StudySpec", "code_changes", "code_used", "config_from_yaml",
+           "diagnostic_metrics", "evaluate_for_study", "execute", "gather", "generate_synthetic", "load_spec", "model_size",
+           "preregistration", "result_id", "run_stamp", "run_status", "run_study", "run_workers", "summary_rows",
+           "train_for_study", "write_metrics"]

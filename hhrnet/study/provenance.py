@@ -18,8 +18,9 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 # Modules that only plan, schedule and gather runs: what a run computes is fixed by its stamped
 # parameters and the rest of the package.
-ORCHESTRATION = frozenset({"cli.py", "study/__init__.py", "study/errors.py", "study/plan.py", "study/provenance.py",
-                           "study/results.py", "study/runner.py", "study/spec.py"})
+ORCHESTRATION = frozenset({"cli.py", "study/__init__.py", "study/claims.py", "study/errors.py", "study/plan.py",
+                           "study/preregistration.py", "study/provenance.py", "study/results.py", "study/runner.py",
+                           "study/spec.py"})
 
 
 def source_hash(path: Path) -> str:

@@ -1,31 +1,30 @@
-"""From finished runs to the study's table, verdicts and readings: ``gather``, ``summary_rows``,
-``family_verdicts``, ``family_reading``.
+"""From finished runs to the study's table and verdicts: ``gather``, ``summary_rows``, ``family_intervals``.
 
 ``gather`` publishes only results that are readable and stamped by the driver; every file it leaves
 out is named (in the log and in ``summary.json``), so a failed or hand-edited run never enters the
-table silently.
+table silently.  Each family's comparisons get a 95% interval with both noises (``hhrnet.stats``: the
+validation images and the training seeds), and ``calibration`` measures how often that interval
+calls a difference between two seeds of one configuration (an A/A test).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import math
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
+from ..evaluation import MATCHES, MatchTable
 from ..io import atomic_write, atomic_write_json
+from ..stats import Comparison, Replicates, SeedNoise, compare, pooled_variance, seed_noise
+from .claims import METRIC_KEYS, Expectation
 from .errors import StudyError
-
-if TYPE_CHECKING:
-    from .plan import Study
-    from .spec import FamilySpec, PublishedSource, StudySpec
-
-# COCO rows carry AP_M / AP_L (area), CrowdPose rows AP_easy / AP_medium / AP_hard (crowd index,
-# hhrnet.evaluation.CROWD_METRIC_NAMES); a row without a key has None there
-METRIC_KEYS = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AP_easy", "AP_medium", "AP_hard")
+from .plan import Study
+from .spec import FamilySpec, PublishedSource, StudySpec
 
 # ``hhrnet.diagnostics`` values of an evaluation with ``diagnostics: true``, prefixed so they never collide with
 # the evaluation's own keys: APs averaged over seeds like METRIC_KEYS (null when a subset has no image), counts
@@ -34,6 +33,11 @@ DIAGNOSTIC_PREFIX = "diag_"
 DIAGNOSTIC_KEYS = tuple(DIAGNOSTIC_PREFIX + k for k in ("AP", "AP_gt_tags", "AP_gt_heatmaps", "AP_ceiling",
                                                         "AP_single", "AP_multi"))
 DIAGNOSTIC_COUNTS = tuple(DIAGNOSTIC_PREFIX + k for k in ("n_images", "n_single", "n_multi", "n_empty"))
+
+NOISE_TOLERANCE = 0.005  # half an AP point: the margin of "≥" and "≈"
+SECONDARY = ("AP_M", "AP_L", "AP75")  # every verdict also reads these: where they move against AP beyond noise
+OUTCOMES = ("holds", "contradicted", "undecided")  # what an interval says of a comparison
+FIXED_WEIGHTS = SeedNoise(0.0, 1, "fixed weights")  # published weights: no training noise, the network is given
 
 
 def diagnostic_metrics(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,33 +64,51 @@ def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return metrics, None
 
 
-def gather(study: "Study", profile: str, log: Callable[[str], Any] = print) -> Path:
-    """``summary.csv`` / ``summary.json``: one row per evaluation (mean ± std over seeds)."""
+PerSeed = dict[str, dict[int, dict[str, Any]]]  # evaluation -> seed -> its metrics.json
+
+
+def read_results(study: Study, profile: str, log: Callable[[str], Any] = print) -> tuple[PerSeed, list[dict[str, str]]]:
+    """Every published result of the profile by evaluation and seed, and the files left out (with why)."""
     results = study.results_dir(profile)
-    rows, skipped = [], []
-    for name, ev in study.evaluations(profile).items():
-        per_seed = []
+    found: PerSeed = {}
+    skipped = []
+    for name in study.evaluations(profile):
         for seed in study.eval_seeds(name, profile):
             path = results / "eval" / name / f"seed{seed}" / "metrics.json"
             metrics, reason = read_result(path)
             if metrics is not None:
-                per_seed.append(metrics)
+                found.setdefault(name, {})[seed] = metrics
             elif reason != "missing":
                 skipped.append({"file": str(path.relative_to(study.root)), "reason": reason})
                 log(f"gather: skipped {path}: {reason}")
-        if not per_seed:
-            continue
-        row: dict[str, Any] = {"evaluation": name, "training": ev.training or ev.checkpoint, "seeds": len(per_seed)}
-        for key in METRIC_KEYS + DIAGNOSTIC_KEYS:
-            values = [m[key] for m in per_seed if m.get(key) is not None]
-            row[key] = statistics.fmean(values) if values else None
-            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
-        first = per_seed[0]
-        for key in ("parameters", "gflops", "train_seconds", "train_images_per_s", "seconds_per_image",
-                    *DIAGNOSTIC_COUNTS):
-            row[key] = first.get(key)
-        rows.append(row)
-    summary = {"profile": profile, "rows": rows, "families": family_intervals(study, profile, log)}
+    return found, skipped
+
+
+def summary_row(study: Study, profile: str, name: str, per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """One evaluation's row: mean ± std over its measured seeds, and what the first seed records."""
+    ev = study.evaluations(profile)[name]
+    runs = list(per_seed.values())
+    row: dict[str, Any] = {"evaluation": name, "training": ev.training or ev.checkpoint, "seeds": len(runs)}
+    for key in METRIC_KEYS + DIAGNOSTIC_KEYS:
+        values = [m[key] for m in runs if m.get(key) is not None]
+        row[key] = statistics.fmean(values) if values else None
+        row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+    for key in ("parameters", "gflops", "train_seconds", "train_images_per_s", "seconds_per_image",
+                *DIAGNOSTIC_COUNTS):
+        row[key] = runs[0].get(key)
+    return row
+
+
+def gather(study: Study, profile: str, log: Callable[[str], Any] = print) -> Path:
+    """``summary.csv`` / ``summary.json``: one row per evaluation (mean ± std over seeds), the study's seed
+    noise, its A/A calibration and every family's comparisons with their intervals."""
+    results = study.results_dir(profile)
+    per_seed, skipped = read_results(study, profile, log)
+    rows = [summary_row(study, profile, name, seeds) for name, seeds in per_seed.items()]
+    evidence = Evidence(study, profile, per_seed)
+    summary: dict[str, Any] = {"profile": profile, "rows": rows, "seed_noise": evidence.noise_record(),
+                               "calibration": calibration(evidence),
+                               "families": family_intervals(evidence, log)}
     if skipped:
         summary["skipped"] = skipped
     atomic_write_json(results / "summary.json", summary)
@@ -100,7 +122,7 @@ def gather(study: "Study", profile: str, log: Callable[[str], Any] = print) -> P
     return target
 
 
-def summary_rows(study: "Study", profile: str) -> dict[str, dict[str, Any]]:
+def summary_rows(study: Study, profile: str) -> dict[str, dict[str, Any]]:
     """The gathered ``summary.json`` of a profile, by evaluation name (empty before any run)."""
     path = study.results_dir(profile) / "summary.json"
     if not path.exists():
@@ -113,95 +135,99 @@ def summary_rows(study: "Study", profile: str) -> dict[str, dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Claims -> verdicts (the ablations page and the study's closing table)
-
-NOISE_TOLERANCE = 0.005  # half an AP point: a smaller difference is noise even with a single seed
+# The evidence: per-seed metrics, match tables and the study's pooled seed noise
 
 
-@dataclass(frozen=True)
-class Expectation:
-    """One comparison a claim implies: ``a > b`` (higher AP), ``a ≥ b`` (not lower beyond noise), ``a ≈ b``.
+class Evidence:
+    """What the intervals of a profile are computed from: each evaluation's per-seed metrics and match
+    tables, and the seed variance pooled over the profile's evaluations (``pools``)."""
 
-    A side may name another metric of the summary row: ``crowdpose_w32_512_ss.AP_easy >
-    crowdpose_w32_512_ss.AP_hard`` compares two metrics of one row (``metric_a``, ``metric_b``).
-    """
+    def __init__(self, study: Study, profile: str, per_seed: PerSeed) -> None:
+        self.study, self.profile, self.per_seed = study, profile, per_seed
+        self.evaluations = study.evaluations(profile)
+        self._tables: dict[str, dict[int, MatchTable]] = {}
+        self.replicates: Replicates = {}  # every table's bootstrap values, computed once (the tables stay loaded)
 
-    a: str
-    op: str
-    b: str
-    metric_a: str = "AP"
-    metric_b: str = "AP"
+    def tables(self, name: str) -> dict[int, MatchTable]:
+        """The evaluation's ``matches.npz`` by seed, for the seeds with a published result."""
+        if name not in self._tables:
+            folder = self.study.results_dir(self.profile) / "eval" / name
+            paths = {seed: folder / f"seed{seed}" / MATCHES for seed in self.per_seed.get(name, {})}
+            self._tables[name] = {seed: MatchTable.load(p) for seed, p in paths.items() if p.exists()}
+        return self._tables[name]
 
-    @classmethod
-    def parse(cls, text: str) -> "Expectation":
-        parts = text.split()
-        if len(parts) != 3 or parts[1] not in (">", "≥", "≈"):
-            raise ValueError(f"expectation {text!r} is not 'evaluation >|≥|≈ evaluation'")
-        (a, ma), (b, mb) = (_side(parts[0], text), _side(parts[2], text))
-        return cls(a, parts[1], b, ma, mb)
+    def values(self, name: str, metric: str, seeds: list[int] | None = None) -> list[float] | None:
+        """The metric of each seed (None when a seed lacks it, e.g. AP_M of a CrowdPose row)."""
+        runs = self.per_seed.get(name, {})
+        found = [runs[s].get(metric) for s in (sorted(runs) if seeds is None else seeds)]
+        return None if any(v is None for v in found) else [float(v) for v in found]
 
-    @property
-    def text(self) -> str:
-        def side(name: str, metric: str) -> str:
-            return name if metric == "AP" else f"{name}.{metric}"
-        return f"{side(self.a, self.metric_a)} {self.op} {side(self.b, self.metric_b)}"
+    def trained(self, name: str) -> bool:
+        return self.evaluations[name].training is not None
 
-    def check(self, rows: dict[str, dict[str, Any]], tolerance: float = NOISE_TOLERANCE) -> dict[str, Any]:
-        """The measured AP difference, whether it holds, and whether it is within noise.
+    def pool_between(self, metric: str, leave_out: str | None = None) -> SeedNoise | None:
+        """The seed variance of one row's metric, pooled over every trained evaluation with two or more seeds."""
+        return pooled_variance(v for name in self.per_seed if self.trained(name) and name != leave_out
+                               and (v := self.values(name, metric)) is not None)
 
-        Noise is the larger of ``tolerance`` and twice the seeds' standard deviation of either row.
-        """
-        ra, rb = rows.get(self.a), rows.get(self.b)
-        ma, mb, text = self.metric_a, self.metric_b, self.text
-        if not ra or not rb or ra.get(ma) is None or rb.get(mb) is None:
-            return {"comparison": text, "ΔAP": None, "holds": None, "within noise": None, "both zero": None}
-        diff = ra[ma] - rb[mb]
-        noise = max(tolerance, 2 * max(ra.get(f"{ma}_std") or 0, rb.get(f"{mb}_std") or 0))
-        holds = {">": diff > 0, "≥": diff > -noise, "≈": abs(diff) <= noise}[self.op]
-        return {"comparison": text, "ΔAP": round(100 * diff, 2), "holds": bool(holds),
-                "within noise": abs(diff) <= noise, "both zero": ra[ma] == 0 and rb[mb] == 0}
+    def pool_within(self, metric: str) -> SeedNoise | None:
+        """The seed variance of the per-seed difference between two evaluations of one training, pooled
+        over every such pair with two or more common seeds."""
+        groups = []
+        for a, b in itertools.combinations([n for n in self.per_seed if self.trained(n)], 2):
+            if self.evaluations[a].training != self.evaluations[b].training:
+                continue
+            seeds = sorted(self.per_seed[a].keys() & self.per_seed[b].keys())
+            va, vb = self.values(a, metric, seeds), self.values(b, metric, seeds)
+            if va is not None and vb is not None:
+                groups.append([x - y for x, y in zip(va, vb)])
+        return pooled_variance(groups)
 
+    def trainings_with_seeds(self) -> list[str]:
+        """The trainings whose evaluations have two or more seeds: what the pools are measured on."""
+        return sorted({self.evaluations[n].training for n, seeds in self.per_seed.items()
+                       if self.trained(n) and len(seeds) > 1})
 
-def _side(side: str, text: str) -> tuple[str, str]:
-    """``evaluation`` (its AP) or ``evaluation.METRIC`` (a key of ``METRIC_KEYS``)."""
-    name, _, metric = side.partition(".")
-    if metric and metric not in METRIC_KEYS:
-        raise ValueError(f"expectation {text!r}: unknown metric {metric!r} (metrics: {', '.join(METRIC_KEYS)})")
-    return name, metric or "AP"
-
-
-def verdict(checks: list[dict[str, Any]]) -> str:
-    """A family's verdict from its checked expectations (see the ablations chapter for the rules)."""
-    measured = [c for c in checks if c["holds"] is not None]
-    if not measured:
-        return "not measured in this profile"
-    if all(c["both zero"] for c in measured):
-        return "inconclusive: AP is zero for every row (the networks are not trained enough to find people)"
-    ops = [c["comparison"].split()[1] for c in measured]
-    if ">" in ops and all(c["within noise"] for c in measured):
-        return "inconclusive: every difference is within noise"  # "≥"/"≈" alone are met by noise
-    held = sum(c["holds"] for c in measured)
-    noisy = sum(c["within noise"] for c, op in zip(measured, ops) if op != "≈")
-    note = f" ({noisy} of {len(measured)} differences within noise)" if noisy else ""
-    if held == len(measured):
-        return "reproduces in direction" + note
-    return ("partly reproduces" if held else "does not reproduce at this scale") + note
+    def noise_record(self) -> dict[str, Any]:
+        """The pooled seed SDs per metric, and what they pool (for ``summary.json`` and the book)."""
+        def record(pool: SeedNoise | None) -> dict[str, Any] | None:
+            return None if pool is None else {"sd": pool.sd, "df": pool.df, "groups": pool.groups}
+        metrics = ("AP", *SECONDARY)
+        return {"between_trainings": {m: record(self.pool_between(m)) for m in metrics},
+                "one_network": {m: record(self.pool_within(m)) for m in metrics},
+                "trainings": self.trainings_with_seeds()}
 
 
-def family_verdicts(study: "Study", profile: str) -> dict[str, tuple[list[dict[str, Any]], str]]:
-    """``{family: (checked expectations, verdict)}`` for every family of ``rows.yaml``."""
-    rows = summary_rows(study, profile)
-    result = {}
-    for name, family in study.definition.families.items():
-        checks = [e.check(rows) for e in family.expect]
-        result[name] = (checks, verdict(checks))
-    return result
-
-
-# --------------------------------------------------------------------------------------------------
-# Claims -> intervals: paired bootstrap over validation images and seeds (``hhrnet.stats``)
-
-OUTCOMES = ("holds", "contradicted", "undecided")  # what an interval says of a comparison (rows.yaml ``reading`` keys)
+def claim_comparison(evidence: Evidence, a: str, b: str, metric: str = "AP") -> tuple[Comparison | None, str]:
+    """Δ = metric(a) − metric(b) with its 95% interval, and where its seed noise comes from (or, without
+    an interval, why: the reason names what is missing)."""
+    ev = evidence.evaluations
+    for name in (a, b):
+        if name not in ev:
+            return None, f"{name} is not part of the {evidence.profile} profile"
+        if name not in evidence.per_seed:
+            return None, f"{name} not run"
+    one_network = ev[a].training is not None and ev[a].training == ev[b].training
+    seeds_a = sorted(evidence.per_seed[a]) if not one_network else sorted(evidence.per_seed[a].keys() & evidence.per_seed[b].keys())
+    seeds_b = sorted(evidence.per_seed[b]) if not one_network else seeds_a
+    ta, tb = evidence.tables(a), evidence.tables(b)
+    missing = [n for n, t, seeds in ((a, ta, seeds_a), (b, tb, seeds_b)) if not seeds or any(s not in t for s in seeds)]
+    if missing:
+        return None, f"{', '.join(missing)} has no {MATCHES} for every seed (re-run its evaluation)"
+    values_a, values_b = evidence.values(a, metric, seeds_a), evidence.values(b, metric, seeds_b)
+    if values_a is None or values_b is None:
+        return None, f"no {metric} in both rows"
+    if one_network:  # the seeds' noise is the spread of the per-seed differences
+        noises = [seed_noise([x - y for x, y in zip(values_a, values_b)], evidence.pool_within(metric))]
+        parts, kind = [(noises[0], len(seeds_a))], "one network"
+    else:  # each row's mean carries its own seeds' noise
+        noises = [seed_noise(v, evidence.pool_between(metric)) if evidence.trained(n) else FIXED_WEIGHTS
+                  for n, v in ((a, values_a), (b, values_b))]
+        parts, kind = [(noises[0], len(seeds_a)), (noises[1], len(seeds_b))], "two trainings"
+    if any(n is None for n in noises):
+        return None, "no seed noise yet: no evaluation has two seeds (a second seed of any training measures it)"
+    c = compare([ta[s] for s in seeds_a], [tb[s] for s in seeds_b], parts, metric=metric, cache=evidence.replicates)
+    return c, f"{kind}; seed noise {' and '.join(dict.fromkeys(n.source for n in noises))}"
 
 
 def expectation_outcome(op: str, low: float, high: float, margin: float = NOISE_TOLERANCE) -> str:
@@ -218,68 +244,85 @@ def expectation_outcome(op: str, low: float, high: float, margin: float = NOISE_
     return "holds" if -margin < low and high < margin else "contradicted" if low > 0 or high < 0 else "undecided"
 
 
-def family_outcome(outcomes: list[str]) -> str:
-    """A family's verdict from its comparisons' outcomes ('not measured' when none has intervals)."""
-    if not outcomes:
-        return "not measured in this profile"
-    if all(o == "holds" for o in outcomes):
-        return "reproduces: every comparison decided by its 95% interval"
-    if all(o == "contradicted" for o in outcomes):
-        return "contradicted: every comparison decided against the claim"
+def check(evidence: Evidence, e: Expectation) -> dict[str, Any]:
+    """One expectation decided by its interval, with AP(M), AP(L) and AP75 beside it: ``against_AP`` lists
+    those whose interval excludes 0 on the other side of ΔAP.  Without an interval: ``reason``."""
+    if not e.of_ap:
+        return {"comparison": e.text, "reason": "compares two metrics of one row, on different images: no paired interval"}
+    try:
+        c, how = claim_comparison(evidence, e.a, e.b)
+    except ValueError as err:  # e.g. rows evaluated on different images
+        return {"comparison": e.text, "reason": str(err)}
+    if c is None:
+        return {"comparison": e.text, "reason": how}
+    found: dict[str, Any] = {"comparison": e.text, "delta": c.delta, "low": c.low, "high": c.high,
+                             "sd_images": c.sd_images, "sd_seeds": c.sd_seeds,
+                             "df": c.df if math.isfinite(c.df) else None, "seeds": list(c.seeds),
+                             "images": c.images, "noise": how, "outcome": expectation_outcome(e.op, c.low, c.high)}
+    secondary = {}
+    for metric in SECONDARY:
+        m, _ = claim_comparison(evidence, e.a, e.b, metric)
+        if m is not None:
+            secondary[metric] = {"delta": m.delta, "low": m.low, "high": m.high}
+    found["metrics"] = secondary
+    found["against_AP"] = [k for k, m in secondary.items()
+                           if (m["low"] > 0 or m["high"] < 0) and (m["delta"] > 0) != (c.delta > 0)]
+    return found
+
+
+def family_verdict(outcomes: list[str], expected: int) -> str:
+    """A family's verdict: ``reproduces`` only when all of its comparisons are measured and hold."""
+    measured = len(outcomes)
     counts = ", ".join(f"{outcomes.count(o)} {o}" for o in OUTCOMES if o in outcomes)
-    return f"mixed: {counts}"
+    if measured == 0:
+        return f"not measured: 0 of {expected} comparisons"
+    if measured < expected:
+        return f"{measured} of {expected} measured: {counts}"
+    if all(o == "holds" for o in outcomes):
+        return f"reproduces: every comparison holds ({measured} of {expected})"
+    if all(o == "contradicted" for o in outcomes):
+        return f"contradicted: every comparison is ({measured} of {expected})"
+    return f"{measured} of {expected} measured: {counts}"
 
 
-def family_intervals(study: "Study", profile: str, log: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Per family, each expectation's ΔAP with its paired 95% interval over the seeds both rows have
-    ``matches.npz`` for (paired seed by seed, and image by image within a seed)."""
-    from ..evaluation import MATCHES
-    from ..stats import MatchTable, paired_bootstrap
-
-    results = study.results_dir(profile)
-    evaluations = study.evaluations(profile)
-
-    def tables(name: str) -> dict[int, MatchTable]:
-        if name not in evaluations:
-            return {}
-        paths = {seed: results / "eval" / name / f"seed{seed}" / MATCHES for seed in study.eval_seeds(name, profile)}
-        return {seed: MatchTable.load(p) for seed, p in paths.items() if p.exists()}
-
+def family_intervals(evidence: Evidence, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Per family: every expectation with its interval (``checks``), those without one and why
+    (``unmeasured``), how many of them are measured, and the verdict."""
     families = {}
-    for name, family in study.definition.families.items():
-        checks = []
-        # the paired bootstrap resamples whole-set AP; comparisons of other metrics have no interval here
-        claims = [e for e in family.expect if (e.metric_a, e.metric_b) == ("AP", "AP")]
-        for e in claims:
-            a, b = tables(e.a), tables(e.b)
-            seeds = sorted(a.keys() & b.keys())  # a study still running: the seeds both rows have so far
-            if not seeds:
-                continue
-            try:
-                c = paired_bootstrap([a[s] for s in seeds], [b[s] for s in seeds], margin=NOISE_TOLERANCE)
-            except ValueError as err:  # e.g. rows evaluated on different images
-                log(f"gather: no interval for {e.text}: {err}")
-                continue
-            checks.append({"comparison": e.text, "delta": c.delta, "low": c.low, "high": c.high,
-                           "p_le_0": c.p_le_0, "seeds": list(c.seeds), "images": c.images,
-                           "outcome": expectation_outcome(e.op, c.low, c.high)})
-        verdict = family_outcome([c["outcome"] for c in checks])
-        if 0 < len(checks) < len(claims):  # a study still running: say how much of the claim is measured
-            verdict += f" ({len(checks)} of {len(claims)} comparisons measured so far)"
-        families[name] = {"checks": checks, "verdict": verdict}
+    for name, family in evidence.study.definition.families.items():
+        decided = [check(evidence, e) for e in family.expect]
+        checks = [c for c in decided if "outcome" in c]
+        unmeasured = [c for c in decided if "outcome" not in c]
+        families[name] = {"checks": checks, "unmeasured": unmeasured, "measured": len(checks),
+                          "expected": len(decided), "verdict": family_verdict([c["outcome"] for c in checks], len(decided))}
     return families
 
 
+def calibration(evidence: Evidence) -> dict[str, Any]:
+    """The A/A test: every pair of seeds of one evaluation compared as two one-seed rows of different
+    trainings (the seed noise pooled over the *other* evaluations), and how often the interval excludes 0
+    — a false "holds" or "contradicted" of any ``>`` claim between them."""
+    pairs, false = 0, 0
+    trainings = set()
+    for name, runs in evidence.per_seed.items():
+        tables = evidence.tables(name)
+        seeds = [s for s in sorted(runs) if s in tables]
+        pool = evidence.pool_between("AP", leave_out=name)
+        if not evidence.trained(name) or len(seeds) < 2 or pool is None:
+            continue
+        trainings.add(evidence.evaluations[name].training)
+        for s, t in itertools.combinations(seeds, 2):
+            c = compare([tables[s]], [tables[t]], [(pool, 1), (pool, 1)], cache=evidence.replicates)
+            pairs += 1
+            false += c.low > 0 or c.high < 0
+    return {"pairs": pairs, "false_positive_rate": false / pairs if pairs else None, "trainings": sorted(trainings)}
+
+
 # --------------------------------------------------------------------------------------------------
-# Intervals -> a family's reading: the measured numbers, then the hand-written text of each outcome measured
-
-OUTCOME_VERBS = {"holds": "holds", "contradicted": "is contradicted", "undecided": "is undecided"}
-READING_HEADINGS = {"holds": "What it shows", "contradicted": "Why it may differ at this scale",
-                    "undecided": "Why it may be undecided at this scale"}
+# Published rows beside a family
 
 
-def published_rows(family: "FamilySpec",
-                   published: Mapping[str, "PublishedSource"]) -> list[tuple[str, Mapping[str, Any]]]:
+def published_rows(family: FamilySpec, published: Mapping[str, PublishedSource]) -> list[tuple[str, Mapping[str, Any]]]:
     """``(source, row)`` published beside a family: the paper's ablation rows for it, else the official
     README rows of its evaluations (when two or more, since one row alone compares nothing)."""
     paper = published.get("paper_ablations")
@@ -292,7 +335,22 @@ def published_rows(family: "FamilySpec",
     return rows if len(rows) > 1 else []
 
 
-def published_agreement(definition: "StudySpec", family: str,
+def published_difference(family: FamilySpec, a: str, b: str,
+                         published: Mapping[str, PublishedSource]) -> tuple[float, str] | None:
+    """The published AP(a) − AP(b) beside a family and where it is from (e.g. ``paper, Table 5, (d) − (c)``);
+    None unless both have a row.  An evaluation with several rows is read from its first (rows.yaml's order)."""
+    first: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for source, row in published_rows(family, published):
+        first.setdefault(row.get("evaluation", ""), (source, row))
+    if a not in first or b not in first:
+        return None
+    (source_a, row_a), (source_b, row_b) = first[a], first[b]
+    tag_a, tag_b = (row.get("row", row["evaluation"]) for row in (row_a, row_b))
+    where = f"{source_a}, {tag_a} − {tag_b}" if source_a == source_b else f"{source_a} {tag_a} − {source_b} {tag_b}"
+    return row_a["AP"] - row_b["AP"], where
+
+
+def published_agreement(definition: StudySpec, family: str,
                         rows: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """A family's ``compare_published`` check (rows.yaml): each of its measured evaluations beside the row of
     ``compare_published.source`` it reproduces (its ``published`` key), with AP(hhrnet) − AP(published) and
@@ -316,84 +374,7 @@ def published_agreement(definition: "StudySpec", family: str,
     return out
 
 
-def published_difference(family: "FamilySpec", a: str, b: str,
-                         published: Mapping[str, "PublishedSource"]) -> str | None:
-    """The published AP(a) − AP(b) beside a family, e.g. ``+0.6 AP (paper, Table 5, (d) − (c))``; None
-    unless both have a row.  An evaluation with several rows is read from its first (rows.yaml's order)."""
-    first: dict[str, tuple[str, Mapping[str, Any]]] = {}
-    for source, row in published_rows(family, published):
-        first.setdefault(row.get("evaluation", ""), (source, row))
-    if a not in first or b not in first:
-        return None
-    (source_a, row_a), (source_b, row_b) = first[a], first[b]
-    tag_a, tag_b = (row.get("row", row["evaluation"]) for row in (row_a, row_b))
-    where = f"{source_a}, {tag_a} − {tag_b}" if source_a == source_b else f"{source_a} {tag_a} − {source_b} {tag_b}"
-    return f"{100 * (row_a['AP'] - row_b['AP']):+.1f} AP ({where})"
-
-
-def comparison_sentence(family: "FamilySpec", check: Mapping[str, Any], published: Mapping[str, "PublishedSource"],
-                        interval: Callable[[Mapping[str, Any]], str]) -> str:
-    """One measured comparison in words: its ΔAP and 95% interval (``interval``: the book's number format),
-    its outcome, and the published difference when rows.yaml has one."""
-    e = Expectation.parse(check["comparison"])
-    sentence = (f"`{e.a}` − `{e.b}`: {interval(check)} AP points (95% interval), so `{e.text}` "
-                f"{OUTCOME_VERBS[check['outcome']]}")
-    known = published_difference(family, e.a, e.b, published)
-    return sentence + (f"; published: {known}." if known else ".")
-
-
-def family_reading(family: "FamilySpec", measured: Mapping[str, Any] | None, published: Mapping[str, "PublishedSource"],
-                   profile: str, interval: Callable[[Mapping[str, Any]], str]) -> str:
-    """A family's reading (Markdown): every comparison ``gather`` gave an interval, in numbers, then the
-    hand-written text (rows.yaml ``reading``) of each outcome measured, so the words always match the numbers.
-
-    ``measured`` is the family's entry of ``summary.json``'s ``families``.
-    """
-    checks = (measured or {}).get("checks") or []
-    if not checks:
-        return f"*Not measured in the `{profile}` profile: no comparison of this family has a 95% interval yet.*"
-    numbers = "\n".join(f"* {comparison_sentence(family, c, published, interval)}" for c in checks)
-    measured_outcomes = [o for o in OUTCOMES if any(c["outcome"] == o for c in checks)]
-    texts = [f"*{READING_HEADINGS[o]}.* {family.reading[o]}" for o in measured_outcomes]
-    return "\n\n".join([numbers, *texts])
-
-
-# --------------------------------------------------------------------------------------------------
-# Diagnostics -> which half of a network limits it (the results chapter)
-
-
-def diagnostic_reading(name: str, row: Mapping[str, Any], points: Callable[[Mapping[str, Any], str], str]) -> str:
-    """One evaluation's diagnostics in words (Markdown; ``points(row, key)``: the book's AP format).
-
-    Perfect tags leave only the network's heatmaps to blame and perfect heatmaps only its tags, so the
-    smaller of the two single-substitution APs names the weaker half; a difference within noise (as the
-    verdicts count it: ``Expectation.check``) names neither.
-    """
-    check = Expectation(name, "≈", name, "diag_AP_gt_tags", "diag_AP_gt_heatmaps").check({name: row})
-    numbers = (f"`{name}` scores {points(row, 'diag_AP')} AP; with perfect tags (its own heatmaps) "
-               f"{points(row, 'diag_AP_gt_tags')}, with perfect heatmaps (its own tags) "
-               f"{points(row, 'diag_AP_gt_heatmaps')}, with both {points(row, 'diag_AP_ceiling')} (the ceiling). ")
-    weaker = "" if check["ΔAP"] is None else _weaker_half(check["ΔAP"], check["within noise"]) + " "
-    reached = ceiling_share(row)
-    share = f"It reaches {reached:.0f}% of the ceiling of its output resolution. " if reached is not None else ""
-    subsets = (f"On single-person images it scores {points(row, 'diag_AP_single')} AP, "
-               f"on multi-person images {points(row, 'diag_AP_multi')}.")
-    return numbers + weaker + share + subsets
-
-
 def ceiling_share(row: Mapping[str, Any]) -> float | None:
     """The network's AP as a percentage of its perfect-map ceiling (None without diagnostics)."""
     ap, ceiling = row.get("diag_AP"), row.get("diag_AP_ceiling")
     return 100 * ap / ceiling if ap is not None and ceiling else None
-
-
-def _weaker_half(delta: float, within_noise: bool) -> str:
-    """The sentence naming the weaker half from AP(GT tags) − AP(GT heatmaps), in AP points."""
-    gap = f"{abs(delta):.1f} AP points"
-    if within_noise:
-        return f"Neither half limits it clearly more: the two substitutions differ by {gap}, within noise."
-    if delta < 0:
-        return (f"Its heatmaps are the weaker half: given perfect tags they reach {gap} less than its tags given "
-                "perfect heatmaps.")
-    return (f"Its tags (the grouping) are the weaker half: given perfect heatmaps they reach {gap} less than its "
-            "heatmaps given perfect tags.")

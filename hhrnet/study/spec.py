@@ -17,7 +17,7 @@ import yaml
 from ..config import ConfigError, preset, preset_names
 from ..keypoints import registered
 from .errors import SpecError
-from .results import OUTCOMES, Expectation
+from .claims import Expectation
 
 SECTIONS = ("published", "trainings", "evaluations", "families", "profiles")
 
@@ -68,15 +68,13 @@ class EvaluationSpec:
 
 @dataclass(frozen=True)
 class FamilySpec:
-    """The evaluations of one ablation, the claim under test and its comparisons."""
+    """The evaluations of one ablation and the comparisons its claim implies (the words are in the book)."""
 
     name: str
     title: str
     evaluations: tuple[str, ...]
-    claim: str = ""
     expect: tuple[Expectation, ...] = ()
     compare_published: Mapping[str, Any] = field(default_factory=dict)  # e.g. {source: mmpose, tolerance_AP: 0.001}
-    reading: Mapping[str, str] = field(default_factory=dict)  # outcome -> why comparisons come out so (no numbers)
 
 
 @dataclass(frozen=True)
@@ -234,10 +232,8 @@ TRAINING: Schema = {"preset": (_preset, True), "changes": (_mapping, False), "pr
 EVALUATION: Schema = {"training": (_str, False), "checkpoint": (_str, False), "preset": (_preset, False),
                       "test": (_mapping, False), "profiles": (_list_of(_str), False), "published": (_mapping, False),
                       "diagnostics": (_bool, False)}
-FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), "claim": (_str, False),
-                  "expect": (_list_of(_str), False), "compare_published": (_mapping, False),
-                  "reading": (lambda v: v, True)}
-READING: Schema = {outcome: (_str, True) for outcome in OUTCOMES}
+FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), "expect": (_list_of(_str), False),
+                  "compare_published": (_mapping, False)}
 PROFILE: Schema = {"width": (_number, True), "input_sizes": (_sizes, False), "changes": (_mapping, False),
                    "data": (lambda v: v, True), "seeds": (_list_of(_int), True),
                    "trainings": (_list_of(_str), False)}
@@ -390,7 +386,6 @@ def _evaluation(name: str, entry: Any, where: str, trainings: Mapping[str, Train
 
 def _family(name: str, entry: Any, where: str, evaluations: Mapping[str, EvaluationSpec]) -> FamilySpec:
     values = _fields(entry, FAMILY, where)
-    values["reading"] = _fields(values["reading"], READING, f"{where}.reading")
     try:
         values["expect"] = tuple(Expectation.parse(text) for text in values.get("expect", ()))
     except ValueError as err:
