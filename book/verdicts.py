@@ -263,15 +263,17 @@ BEYOND_AP_ANY: dict[str, str] = {
 }
 
 
-def beyond_ap(family: str, check: Mapping[str, Any], interval: Callable[[Mapping[str, Any]], str]) -> list[str]:
-    """One sentence per metric that moves against AP beyond noise (``check["against_AP"]``), with why."""
-    e = Expectation.parse(check["comparison"])
-    out = []
-    for metric in check.get("against_AP", []):
-        why = BEYOND_AP.get((family, metric), BEYOND_AP_ANY[metric])
-        out.append(f"`{e.a}` − `{e.b}`: AP {interval(check)}, but {METRIC_NAMES[metric]} "
-                   f"{interval(check['metrics'][metric])} (points, 95% intervals). {why}")
-    return out
+def beyond_ap(family: str, checks: list[Mapping[str, Any]], interval: Callable[[Mapping[str, Any]], str]) -> str:
+    """The metrics that move against AP beyond noise (each check's ``against_AP``): their numbers, then
+    once per metric why that can happen at this scale; empty when none does."""
+    moved: dict[str, list[str]] = {}
+    for check in checks:
+        e = Expectation.parse(check["comparison"])
+        for metric in check.get("against_AP", []):
+            moved.setdefault(metric, []).append(f"`{e.a}` − `{e.b}`: AP {interval(check)}, but {METRIC_NAMES[metric]} "
+                                                f"{interval(check['metrics'][metric])}")
+    return " ".join(f"{'; '.join(numbers)} (points, 95% intervals). {BEYOND_AP.get((family, metric), BEYOND_AP_ANY[metric])}"
+                    for metric, numbers in moved.items())
 
 
 OUTCOME_VERBS = {"holds": "holds", "contradicted": "is contradicted", "undecided": "is undecided"}
@@ -310,10 +312,8 @@ def family_reading(name: str, family: FamilySpec, measured: Mapping[str, Any] | 
         return (f"*Not measured in the `{profile}` profile: no comparison of this family has a 95% interval yet.*"
                 + (f" It needs:\n\n{missing}" if missing else ""))
     numbers = "\n".join(f"* {comparison_sentence(family, c, published, interval)}" for c in checks)
-    against = [s for c in checks for s in beyond_ap(name, c, interval)]
-    parts = [numbers]
-    if against:
-        parts.append("*Beyond AP.* " + " ".join(against))
+    against = beyond_ap(name, checks, interval)
+    parts = [numbers] + ([f"*Beyond AP.* {against}"] if against else [])
     words = FAMILIES[name]
     parts += [f"*{READING_HEADINGS[o]}.* {words.reading(o)}" for o in OUTCOMES if any(c["outcome"] == o for c in checks)]
     return "\n\n".join(parts)

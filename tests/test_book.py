@@ -271,10 +271,10 @@ def test_results_numbers_trace_to_committed_metrics(page, server):
             if source.startswith("published ("):
                 who = source[len("published ("):-1]
                 row = next(r for r in spec["published"][who]["rows"] if r["evaluation"] == evaluation)
-                expected = f"{100 * row[key]:.1f}" if key in row else "–"
+                expected = f"{100 * row[key]:.1f}" if key in row else "not published"
             elif source.startswith("hhrnet, ") and source.endswith(" profile"):
                 seeds = sorted((results / "eval" / evaluation).glob("seed*/metrics.json"))
-                expected = _pct(*_mean_std([json.loads(p.read_text())[key] for p in seeds])) if seeds else "–"
+                expected = _pct(*_mean_std([json.loads(p.read_text())[key] for p in seeds])) if seeds else "not run"
             else:
                 continue
             assert text == expected, (evaluation, source, key, text, expected)
