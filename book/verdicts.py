@@ -270,10 +270,10 @@ def beyond_ap(family: str, checks: list[Mapping[str, Any]], interval: Callable[[
     for check in checks:
         e = Expectation.parse(check["comparison"])
         for metric in check.get("against_AP", []):
-            moved.setdefault(metric, []).append(f"`{e.a}` − `{e.b}`: AP {interval(check)}, but {METRIC_NAMES[metric]} "
-                                                f"{interval(check['metrics'][metric])}")
-    return " ".join(f"{'; '.join(numbers)} (points, 95% intervals). {BEYOND_AP.get((family, metric), BEYOND_AP_ANY[metric])}"
-                    for metric, numbers in moved.items())
+            moved.setdefault(metric, []).append(f"`{e.a}` − `{e.b}`: AP {interval(check)}, but "
+                                                f"{METRIC_NAMES[metric]} {interval(check['metrics'][metric])}")
+    return " ".join(f"{'; '.join(numbers)} (points, 95% intervals). "
+                    f"{BEYOND_AP.get((family, metric), BEYOND_AP_ANY[metric])}" for metric, numbers in moved.items())
 
 
 OUTCOME_VERBS = {"holds": "holds", "contradicted": "is contradicted", "undecided": "is undecided"}
@@ -315,7 +315,8 @@ def family_reading(name: str, family: FamilySpec, measured: Mapping[str, Any] | 
     against = beyond_ap(name, checks, interval)
     parts = [numbers] + ([f"*Beyond AP.* {against}"] if against else [])
     words = FAMILIES[name]
-    parts += [f"*{READING_HEADINGS[o]}.* {words.reading(o)}" for o in OUTCOMES if any(c["outcome"] == o for c in checks)]
+    measured = [o for o in OUTCOMES if any(c["outcome"] == o for c in checks)]
+    parts += [f"*{READING_HEADINGS[o]}.* {words.reading(o)}" for o in measured]
     return "\n\n".join(parts)
 
 
@@ -332,8 +333,9 @@ def plot_intervals(families: Mapping[str, Mapping[str, Any]], metrics: tuple[str
             m = c if metric == "AP" else c.get("metrics", {}).get(metric)
             if m is None:
                 continue
-            ax.errorbar(100 * m["delta"], i + offsets[j], xerr=[[100 * (m["delta"] - m["low"])], [100 * (m["high"] - m["delta"])]],
-                        fmt="o", color=f"C{j}", ms=4, capsize=2, label=METRIC_NAMES[metric] if i == 0 else None)
+            error = [[100 * (m["delta"] - m["low"])], [100 * (m["high"] - m["delta"])]]
+            ax.errorbar(100 * m["delta"], i + offsets[j], xerr=error, fmt="o", color=f"C{j}", ms=4, capsize=2,
+                        label=METRIC_NAMES[metric] if i == 0 else None)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(rows)), [f"{name}: {c['comparison']}" for name, c in rows], fontsize=7)
     ax.invert_yaxis()
@@ -360,7 +362,8 @@ def diagnostic_reading(name: str, row: Mapping[str, Any], points: Callable[[Mapp
     tags, heatmaps = row.get("diag_AP_gt_tags"), row.get("diag_AP_gt_heatmaps")
     weaker = ""
     if tags is not None and heatmaps is not None:
-        noise = max(NOISE_TOLERANCE, 2 * max(row.get("diag_AP_gt_tags_std") or 0, row.get("diag_AP_gt_heatmaps_std") or 0))
+        spread = max(row.get("diag_AP_gt_tags_std") or 0, row.get("diag_AP_gt_heatmaps_std") or 0)
+        noise = max(NOISE_TOLERANCE, 2 * spread)
         weaker = _weaker_half(100 * (tags - heatmaps), abs(tags - heatmaps) <= noise) + " "
     reached = ceiling_share(row)
     share = f"It reaches {reached:.0f}% of the ceiling of its output resolution. " if reached is not None else ""

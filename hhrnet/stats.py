@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 from scipy.stats import t as student_t
@@ -236,9 +236,6 @@ class Comparison:
     df: float
     images: int
     seeds: tuple[int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def interval(delta: float, image_variance: float, seed_variance: float, df: float,

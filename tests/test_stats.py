@@ -194,7 +194,8 @@ def test_pooled_variance_weights_each_group_by_its_degrees_of_freedom():
     assert pool.variance == pytest.approx((2.0 * 1 + 4.0 * 2) / 3)
     assert pooled_variance([[1.0], [2.0]]) is None
     own = seed_noise([float(v) for v in range(OWN_SEEDS)], pool)
-    assert own.source == "own" and own.df == OWN_SEEDS - 1 and own.variance == pytest.approx(np.var(range(OWN_SEEDS), ddof=1))
+    assert own.source == "own" and own.df == OWN_SEEDS - 1
+    assert own.variance == pytest.approx(np.var(range(OWN_SEEDS), ddof=1))
     assert seed_noise([1.0, 2.0], pool) is pool
 
 
@@ -255,7 +256,8 @@ def simulated() -> dict:
         for b in range(1, configs):  # A/A: two seeds of one configuration as two one-seed rows
             others = pooled_variance(values[:b] + values[b + 1:])
             for s, t in itertools.combinations(range(seeds), 2):
-                with_seeds = compare([rows[b][s]], [rows[b][t]], [(others, 1), (others, 1)], n=100, seed=sim, cache=cache)
+                with_seeds = compare([rows[b][s]], [rows[b][t]], [(others, 1), (others, 1)], n=100, seed=sim,
+                                     cache=cache)
                 images_only = compare([rows[b][s]], [rows[b][t]], [], n=100, seed=sim, cache=cache)
                 aa.append(with_seeds.low > 0 or with_seeds.high < 0)
                 aa_images.append(images_only.low > 0 or images_only.high < 0)

@@ -13,8 +13,8 @@ import yaml
 
 from conftest import REPO
 from hhrnet.config import preset
-from hhrnet.study import (DIAGNOSTIC_KEYS, Registration, Study, StudyError, generate_synthetic, preregistration, run_study,
-                          summary_rows)
+from hhrnet.study import (DIAGNOSTIC_KEYS, Registration, Study, StudyError, generate_synthetic, preregistration,
+                          run_study, summary_rows)
 from hhrnet.study.results import family_verdict, published_agreement
 from hhrnet.study.runner import select_runs
 
@@ -242,7 +242,8 @@ def test_every_family_has_its_words_in_the_book_and_they_name_no_measured_number
 def test_a_diagnostic_reading_names_the_weaker_half(gt_tags, gt_heatmaps, std, weaker):
     row = {"diag_AP": 0.2, "diag_AP_gt_tags": gt_tags, "diag_AP_gt_heatmaps": gt_heatmaps, "diag_AP_ceiling": 0.9,
            "diag_AP_single": 0.3, "diag_AP_multi": None, "diag_AP_gt_tags_std": std}
-    text = verdicts.diagnostic_reading("w32_512_ss", row, lambda r, k: "–" if r.get(k) is None else f"{100 * r[k]:.1f}")
+    points = lambda r, k: "–" if r.get(k) is None else f"{100 * r[k]:.1f}"  # noqa: E731  (the book's format)
+    text = verdicts.diagnostic_reading("w32_512_ss", row, points)
     assert text.startswith(f"`w32_512_ss` scores 20.0 AP; with perfect tags (its own heatmaps) {100 * gt_tags:.1f}")
     assert weaker in text and text.endswith("on multi-person images –.")
     assert "It reaches 22% of the ceiling of its output resolution." in text  # 0.2 of 0.9
@@ -258,7 +259,8 @@ def test_the_committed_cpu_summary_is_calibrated_and_wide_enough():
     pooled = summary["seed_noise"]["between_trainings"]["AP"]
     trainings = 0
     for family in summary["families"].values():
-        assert family["measured"] == len(family["checks"]) and family["expected"] == family["measured"] + len(family["unmeasured"])
+        assert family["measured"] == len(family["checks"])
+        assert family["expected"] == family["measured"] + len(family["unmeasured"])
         if family["unmeasured"]:
             assert "reproduces" not in family["verdict"]
         for c in family["checks"]:

@@ -27,7 +27,7 @@ from .runner import execute, generate_synthetic, run_stamp, run_status, run_stud
 from .spec import StudySpec, load_spec
 
 __all__ = ["DIAGNOSTIC_KEYS", "METRIC_KEYS", "NOISE_TOLERANCE", "Expectation", "Registration", "Run", "RunFailed",
-           "SpecError", "Study", "StudyError", "StudyLocked", "StudySpec", "code_changes", "code_used", "config_from_yaml",
-           "diagnostic_metrics", "evaluate_for_study", "execute", "gather", "generate_synthetic", "load_spec", "model_size",
-           "preregistration", "result_id", "run_stamp", "run_status", "run_study", "run_workers", "summary_rows",
-           "train_for_study", "write_metrics"]
+           "SpecError", "Study", "StudyError", "StudyLocked", "StudySpec", "code_changes", "code_used",
+           "config_from_yaml", "diagnostic_metrics", "evaluate_for_study", "execute", "gather", "generate_synthetic",
+           "load_spec", "model_size", "preregistration", "result_id", "run_stamp", "run_status", "run_study",
+           "run_workers", "summary_rows", "train_for_study", "write_metrics"]

@@ -208,8 +208,9 @@ def claim_comparison(evidence: Evidence, a: str, b: str, metric: str = "AP") -> 
         if name not in evidence.per_seed:
             return None, f"{name} not run"
     one_network = ev[a].training is not None and ev[a].training == ev[b].training
-    seeds_a = sorted(evidence.per_seed[a]) if not one_network else sorted(evidence.per_seed[a].keys() & evidence.per_seed[b].keys())
-    seeds_b = sorted(evidence.per_seed[b]) if not one_network else seeds_a
+    seeds_a, seeds_b = sorted(evidence.per_seed[a]), sorted(evidence.per_seed[b])
+    if one_network:  # paired seed by seed: the seeds both rows have
+        seeds_a = seeds_b = sorted(set(seeds_a) & set(seeds_b))
     ta, tb = evidence.tables(a), evidence.tables(b)
     missing = [n for n, t, seeds in ((a, ta, seeds_a), (b, tb, seeds_b)) if not seeds or any(s not in t for s in seeds)]
     if missing:
@@ -248,7 +249,8 @@ def check(evidence: Evidence, e: Expectation) -> dict[str, Any]:
     """One expectation decided by its interval, with AP(M), AP(L) and AP75 beside it: ``against_AP`` lists
     those whose interval excludes 0 on the other side of ΔAP.  Without an interval: ``reason``."""
     if not e.of_ap:
-        return {"comparison": e.text, "reason": "compares two metrics of one row, on different images: no paired interval"}
+        return {"comparison": e.text,
+                "reason": "compares two metrics of one row, on different images: no paired interval"}
     try:
         c, how = claim_comparison(evidence, e.a, e.b)
     except ValueError as err:  # e.g. rows evaluated on different images
@@ -293,8 +295,9 @@ def family_intervals(evidence: Evidence, log: Callable[[str], Any] = print) -> d
         decided = [check(evidence, e) for e in family.expect]
         checks = [c for c in decided if "outcome" in c]
         unmeasured = [c for c in decided if "outcome" not in c]
+        verdict = family_verdict([c["outcome"] for c in checks], len(decided))
         families[name] = {"checks": checks, "unmeasured": unmeasured, "measured": len(checks),
-                          "expected": len(decided), "verdict": family_verdict([c["outcome"] for c in checks], len(decided))}
+                          "expected": len(decided), "verdict": verdict}
     return families
 
 
@@ -305,10 +308,12 @@ def calibration(evidence: Evidence) -> dict[str, Any]:
     pairs, false = 0, 0
     trainings = set()
     for name, runs in evidence.per_seed.items():
+        if not evidence.trained(name) or len(runs) < 2:
+            continue
         tables = evidence.tables(name)
         seeds = [s for s in sorted(runs) if s in tables]
         pool = evidence.pool_between("AP", leave_out=name)
-        if not evidence.trained(name) or len(seeds) < 2 or pool is None:
+        if len(seeds) < 2 or pool is None:
             continue
         trainings.add(evidence.evaluations[name].training)
         for s, t in itertools.combinations(seeds, 2):
