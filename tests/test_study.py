@@ -274,7 +274,7 @@ def test_the_committed_cpu_summary_is_calibrated_and_wide_enough():
 
 def test_expectations_changed_after_results_are_told_and_no_history_reads_unavailable(tmp_path):
     """A family whose ``expect`` changed in a commit after its first result says so; without git history
-    (here: no repository at all) every family reads "history unavailable"."""
+    (no repository at all, or a shallow clone) every family reads "history unavailable"."""
     repo = tmp_path / "repo"
     (repo / "experiments").mkdir(parents=True)
     for name in ("rows.yaml", "train.ipynb", "evaluate.ipynb"):
@@ -302,9 +302,13 @@ def test_expectations_changed_after_results_are_told_and_no_history_reads_unavai
     assert found["higher_resolution"] == Registration(first, first[:7], False, True)
     assert found["published_weights"].first_result is None and found["published_weights"].changed_after_results is None
 
+    unavailable = {Registration(None, None, None, False)}
     bare = tmp_path / "bare"
     shutil.copytree(repo / "experiments", bare)
-    assert set(preregistration(Study.load(bare), "cpu").values()) == {Registration(None, None, None, False)}
+    assert set(preregistration(Study.load(bare), "cpu").values()) == unavailable
+    shallow = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo}", str(shallow)], check=True)
+    assert set(preregistration(Study.load(shallow / "experiments"), "cpu").values()) == unavailable
 
 
 def test_a_malformed_or_unknown_expectation_is_one_error(experiments):

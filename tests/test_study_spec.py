@@ -256,7 +256,9 @@ def test_gather_decides_each_claim_with_a_paired_interval(tmp_path):
     _stamped(results / "w32_512_noflip" / "seed0" / "metrics.json", 0.4)  # a row with its first seed only
     match_table(gt, _planted_results(gt, 8.0, 99)).save(results / "w32_512_noflip" / "seed0" / MATCHES)
     gather(study, "cpu", log=lambda *_: None)
-    families = json.loads((study.results_dir("cpu") / "summary.json").read_text())["families"]
+    summary = json.loads((study.results_dir("cpu") / "summary.json").read_text())
+    assert summary["calibration"]["pairs"] == 3 * 3  # every pair of seeds of each three-seed evaluation
+    families = summary["families"]
     checks = {c["comparison"]: c for c in families["heatmap_aggregation"]["checks"]}
     better = checks["w32_512_ss > w32_512_heatmaps_quarter"]
     assert better["low"] > 0 and better["outcome"] == "holds" and better["seeds"] == [3, 3]
