@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config, parse_overrides
+from .config import PRECISIONS, Config, ConfigError, load_config, parse_overrides
 from .keypoints import DEFAULT_KEYPOINTS, registered
 
 
@@ -155,7 +155,10 @@ def predictor_from_args(args: argparse.Namespace, **kwargs):
     changes = {"flip_test": False} if args.no_flip else {}
     if args.multi_scale:
         changes["scales"] = MULTI_SCALE
+    if args.precision:
+        changes["precision"] = args.precision
     predictor.test = dataclasses.replace((requested or predictor.cfg).test, **changes)
+    print(predictor.precision)
     return predictor
 
 
@@ -215,6 +218,9 @@ def add_test_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--multi-scale", action="store_true",
                    help="test scales 2, 1, 0.5 (config.MULTI_SCALE, the published multi-scale rows)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="network precision (default: the config's test.precision, fp32); auto = bf16 where the "
+                        "CPU has bf16 matrix units and it measures faster")
     p.add_argument("--no-progress", action="store_true")
     add_config_options(p)
 

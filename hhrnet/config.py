@@ -29,6 +29,9 @@ COCO_FLIP_INDEX: tuple[int, ...] = COCO_17.flip_index  # kept for old imports; u
 # The published multi-scale test (``test.scales``): images at 2, 1 and 0.5 times the input size.
 MULTI_SCALE: tuple[float, ...] = (2.0, 1.0, 0.5)
 
+# ``test.precision``: the network's float precision at test time (``hhrnet.precision`` resolves auto).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+
 PRESETS: dict[str, tuple[int, int, int]] = {
     # name: (HRNet width C, training input size, images per GPU in mmpose's 0.x configs)
     "w32_512": (32, 512, 24),
@@ -161,8 +164,11 @@ class TestConfig:
     ignore_too_much: bool = False
     adjust: bool = True
     refine: bool = True
+    precision: str = "fp32"  # fp32 | bf16 | auto: bf16 where the CPU has bf16 units and it measures faster
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"test.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
         for name in ("with_heatmaps", "with_tags"):
             if getattr(self, name) is not None:

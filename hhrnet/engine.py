@@ -8,7 +8,7 @@ learning rate of ``TrainConfig.lr_at``.  A run directory holds
 * ``last.pth``     model + optimiser + grad scaler + RNG states + position, rewritten atomically
                    every ``checkpoint_every`` iterations and at every epoch end (also loadable as a
                    model by ``checkpoints.load_model``);
-* ``metrics.jsonl`` one JSON line per logged iteration (loss terms per resolution, lr, images/s) and
+* ``metrics.jsonl`` one JSON line per logged iteration (loss terms per resolution, lr, images/s, precision) and
                    per validation.
 
 A run folder that already holds a run is refused unless ``resume`` (continue it) or ``overwrite``
@@ -48,6 +48,7 @@ from .data.coco import CocoKeypoints
 from .io import append_jsonl, atomic_torch_save, checkpoint_payload, read_jsonl, remove_stale_temps, write_jsonl
 from .losses import MultiResolutionLoss
 from .model import HigherHRNet
+from .precision import precision_of, training_dtype
 from .trained_on import training_data
 
 CHECKPOINT = "last.pth"
@@ -100,8 +101,10 @@ def start_runtime() -> Runtime:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``TrainConfig.amp`` on this device (None = full fp32)."""
-    if device.type != "cuda" or amp == "off":
+    """The autocast dtype for ``TrainConfig.amp`` on this device (None = full fp32; CPU: ``training_dtype``)."""
+    if device.type != "cuda":
+        return training_dtype(amp)
+    if amp == "off":
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
@@ -388,7 +391,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, dataset: Co
                 if iteration % cfg.train.log_every == 0 or iteration == total:
                     now = time.perf_counter()  # throughput over the whole log window, data loading included
                     rate = images_per_step * (iteration - window[0]) / (now - window[1])
-                    append_metrics(metrics_path, {"iter": iteration, "epoch": epoch, "lr": lr, **log, "images_per_s": rate})
+                    append_metrics(metrics_path, {"iter": iteration, "epoch": epoch, "lr": lr, **log, "images_per_s": rate,
+                                                  "precision": precision_of(amp_dtype)})
                     window = (iteration, now)
                 if cfg.train.checkpoint_every and iteration % cfg.train.checkpoint_every == 0:
                     save_training_state(ckpt_path, model, optimizer, scaler, cfg, epoch, iteration)

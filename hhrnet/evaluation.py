@@ -365,7 +365,7 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
     the keypoint set is the predictor's config's and must be the file's (its category's joint names);
     its protocol decides the numbers (``score``).  With ``out_dir``: writes ``results.json`` (COCO result
     entries), ``metrics.json``, ``metrics.md`` and ``matches.npz`` (for ``hhrnet.stats`` intervals).  Returns
-    the metrics plus ``images``, ``people`` and ``seconds_per_image`` (CrowdPose: also ``images_easy``,
+    the metrics plus ``images``, ``people``, ``seconds_per_image`` and the network's ``precision`` (CrowdPose: also ``images_easy``,
     ``images_medium``, ``images_hard``).
     """
     keypoints = predictor.cfg.data.keypoint_set
@@ -382,7 +382,8 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
     seconds = (time.perf_counter() - start) / max(1, len(image_ids))
     metrics: dict[str, Any] = score(gt if keypoints.protocol == "coco" else ann_path, results, image_ids,
                                     keypoints=keypoints, backend=backend)
-    metrics.update(images=len(image_ids), people=len(results), seconds_per_image=seconds)
+    metrics.update(images=len(image_ids), people=len(results), seconds_per_image=seconds,
+                   precision=predictor.precision.name)
     if keypoints.protocol == "crowdpose":
         chosen = set(image_ids)
         splits = images_by_split(i for i in gt.dataset["images"] if i["id"] in chosen)

@@ -42,6 +42,7 @@ from hhrnet.grouping import group
 from hhrnet.images import as_images, is_one_image
 from hhrnet.model import HigherHRNet, fuse_for_inference
 from hhrnet.poses import Maps, OutputMaps, Poses
+from hhrnet.precision import Choice, autocast, resolve
 from hhrnet.trained_on import checkpoint_record, describe, far_from_training, network_name
 
 
@@ -347,6 +348,11 @@ class Predictor:
             raise ValueError(f"expected RGB images (H, W, 3), got shape {shape}")
         return shape[0], shape[1]
 
+    @property
+    def precision(self) -> Choice:
+        """The network's precision here (``test.precision`` resolved for this device, see ``hhrnet.precision``)."""
+        return resolve(self.test.precision, self.device)
+
     @torch.inference_mode()
     def run_network(self, images: Sequence[np.ndarray], scale: float, size_wh: Sequence[int],
                     center: np.ndarray, scale_200: np.ndarray) -> ScaleOutputs:
@@ -358,7 +364,9 @@ class Predictor:
         n = len(images)
         if self.test.flip_test:
             x = torch.cat([x, torch.flip(x, dims=[3])])
-        outputs = [o.contiguous() for o in self.model(x.contiguous(memory_format=self.memory_format))]
+        with autocast(self.precision.name, self.device):
+            outputs = self.model(x.contiguous(memory_format=self.memory_format))
+        outputs = [o.float().contiguous() for o in outputs]  # aggregation and grouping stay fp32
         if not self.test.flip_test:
             return ScaleOutputs(scale, outputs)
         return ScaleOutputs(scale, [o[:n] for o in outputs], [o[n:] for o in outputs])

@@ -3,7 +3,7 @@
 Outputs mirror the input names below ``out_dir`` (``a/pic.jpg`` and ``b/pic.jpg`` stay apart):
 
 * ``predictions.json``: COCO result entries for every image (``image_id`` in input order, plus
-  ``file_name``), readable by pycocotools' ``loadRes``;
+  ``file_name`` and the network's ``precision``), readable by pycocotools' ``loadRes``;
 * ``<input name>``: the image with the people scoring at least ``min_score`` drawn (same name and format);
 * for a video ``<name>``: the annotated video under the same name and ``<name>.json`` with the people
   of every frame.
@@ -148,7 +148,7 @@ def predict_inputs(predictor: Any, items: Sequence[str | Path], out_dir: str | P
             chunk = images[start:start + batch]
             for index, item, image, poses in _predict_chunk(predictor, chunk, report):
                 entries = _entries(start + index, poses, getattr(predictor, "keypoints", None))
-                results += [dict(e, file_name=item.name.as_posix()) for e in entries]
+                results += [dict(e, file_name=item.name.as_posix(), **_precision(predictor)) for e in entries]
                 report.images += 1
                 report.people += len(entries)
                 if draw:
@@ -189,6 +189,12 @@ def _predict_chunk(predictor: Any, chunk: Sequence[Input], report: Report) -> It
     for (index, item, image), poses in zip(loaded, all_poses):
         if poses is not None:
             yield index, item, image, poses
+
+
+def _precision(predictor: Any) -> dict[str, str]:
+    """``{"precision": fp32 | bf16}`` of the predictor's network, for every result written ({} for a bare callable)."""
+    choice = getattr(predictor, "precision", None)
+    return {"precision": choice.name} if choice is not None else {}
 
 
 def _entries(image_id: int, poses: Any, kset: Any = None) -> list[dict[str, Any]]:
@@ -264,7 +270,8 @@ def _predict_video(predictor: Any, item: Input, out_dir: Path, min_score: float,
         if writer is not None:
             writer.release()
         partial.unlink(missing_ok=True)
-    atomic_write_json(out_dir / f"{item.name}.json", {"file": item.name.as_posix(), "fps": fps, "frames": frames})
+    atomic_write_json(out_dir / f"{item.name}.json", {"file": item.name.as_posix(), "fps": fps,
+                                                        **_precision(predictor), "frames": frames})
     return people, drawn
 
 
