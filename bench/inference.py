@@ -1,15 +1,20 @@
-"""Images per second of the whole test pipeline (warp, network, aggregation, grouping, back-mapping).
+"""Images per second of the whole test pipeline (warp, network, aggregation, grouping, back-mapping),
+for every network path, each with its ratio to the plain fp32 eager network, in one run.
 
 W32-512 with random weights, CPU, 640x480 images.  The weights are drawn so that activations have
 a trained network's scale (``realistic_random_model``): the official N(0, 0.001) initialisation
 with unit BatchNorm statistics shrinks activations to denormal floats, which makes CPU convolutions
-an order of magnitude slower than with any trained checkpoint.  Rows: single scale + flip test and
-multi-scale (2, 1, 0.5) + flip test, at batch 1 and batch 8.  The network's share of the time is
-printed beside each row, measured in the same run.
+an order of magnitude slower than with any trained checkpoint.  Rows: single scale + flip test (and
+multi-scale (2, 1, 0.5) + flip test unless ``--no-multi-scale``), at each batch, for three predictors:
+the plain fp32 eager network (``Predictor(fast=False)``, the official code's path), the default
+``fast`` one (BatchNorm folded + channels_last) in fp32, and the same in bf16 (``test.precision``).
+``ratio`` is the plain fp32 predictor's images/s over the row's (same setting and batch), ``vs fp32``
+the bf16 row's over the fast fp32 row's; the network's share of the time is measured in the same run.
+The header names the CPU, its bf16-relevant flags and what ``test.precision=auto`` chooses on it.
 
     python bench/inference.py [--repeats 3] [--batches 1 8] [--no-multi-scale]
-    python bench/inference.py --checkpoint experiments/cache/runs/cpu/w32_512/seed0/last.pth \
-        --images experiments/cache/data/<the cpu profile's folder>/images/val
+    python bench/inference.py --checkpoint experiments/results/cpu/train/w32_512/seed0/weights.pth \
+        --images <a folder of same-size images, e.g. the cpu profile's images/val>
 
 With ``--checkpoint`` and ``--images`` the pipeline runs a trained network on real inputs (the
 first images of the folder, which must share one size): the speed at the CPU study's size.
@@ -18,18 +23,21 @@ first images of the folder, which must share one size): the speed at the CPU stu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hhrnet.checkpoints import load_model
 from hhrnet.config import MULTI_SCALE, TestConfig
 from hhrnet.data.coco import read_rgb_image
 from hhrnet.inference import Predictor
+from hhrnet.precision import cpu_summary, resolve
 
 from common import median_seconds, realistic_random_model
+
+PREDICTORS = {"plain fp32 eager": (False, "fp32"), "fast fp32": (True, "fp32"), "fast bf16": (True, "bf16")}
 
 
 def main() -> None:
@@ -62,15 +70,24 @@ def main() -> None:
     settings = {"single scale + flip": TestConfig()}
     if not args.no_multi_scale:
         settings["scales 2, 1, 0.5 + flip"] = TestConfig(scales=MULTI_SCALE)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {label}")
-    print(f"{'setting':28s} {'batch':>5s} {'img/s':>8s} {'s/img':>8s} {'network share':>14s}")
+    print(f"{cpu_summary()}; auto: {resolve('auto')}")
+    print(f"{label}; median of {args.repeats} after one warm-up")
+    print(f"{'setting':24s} {'predictor':17s} {'batch':>5s} {'img/s':>7s} {'s/img':>7s} {'ratio':>6s} "
+          f"{'vs fp32':>7s} {'network share':>13s}")
     for name, test in settings.items():
         for batch in args.batches:
-            predictor = Predictor(model, cfg, test, batch_size=batch)
-            forward_calls.clear()
-            seconds = median_seconds(lambda: predictor(images[:batch]), args.repeats)
-            network = sum(forward_calls) / (args.repeats + 1)  # per call of predictor, warm-up included
-            print(f"{name:28s} {batch:5d} {batch / seconds:8.2f} {seconds / batch:8.3f} {network / seconds:13.0%}")
+            rate: dict[str, float] = {}
+            for predictor_name, (fast, precision) in PREDICTORS.items():
+                predictor = Predictor(model, cfg, dataclasses.replace(test, precision=precision), batch_size=batch,
+                                      fast=fast)
+                forward_calls.clear()
+                seconds = median_seconds(lambda: predictor(images[:batch]), args.repeats)
+                network = sum(forward_calls) / (args.repeats + 1)  # per call of predictor, warm-up included
+                rate[predictor_name] = batch / seconds
+                versus = f"{rate[predictor_name] / rate['fast fp32']:7.2f}" if precision == "bf16" else " " * 7
+                print(f"{name:24s} {predictor_name:17s} {batch:5d} {rate[predictor_name]:7.2f} {seconds / batch:7.3f} "
+                      f"{rate[predictor_name] / rate['plain fp32 eager']:6.2f} {versus} {network / seconds:13.0%}",
+                      flush=True)
 
 
 if __name__ == "__main__":
