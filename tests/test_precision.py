@@ -204,9 +204,10 @@ def test_bf16_finds_the_same_confident_people_at_the_same_joints(study_runs):
     fp32, bf16 = people(runs["fp32"][2], CONFIDENT), people(runs["bf16"][2], 0.0)
     confident_bf16 = people(runs["bf16"][2], CONFIDENT)
     pixel = size / runs["fp32"][0].cfg.input_size  # image pixels per heatmap pixel (maps at the input size)
+    for image_id in set(fp32) | set(confident_bf16):
+        assert len(confident_bf16[image_id]) == len(fp32[image_id]), f"image {image_id}: other confident people"
     moved = []
     for image_id, persons in fp32.items():
-        assert len(confident_bf16[image_id]) == len(persons), f"image {image_id}: other confident people"
         for joints in persons:  # the bf16 person nearest to it
             nearest = min(bf16[image_id], key=lambda other: np.median(np.abs(other[:, :2] - joints[:, :2])))
             moved.append(np.linalg.norm(nearest[:, :2] - joints[:, :2], axis=1) / pixel)
