@@ -8,7 +8,9 @@ folded + channels_last, bf16 autocast + channels_last, folded + channels_last + 
 ``Predictor`` runs for ``test.precision=bf16``), and the same with the weights stored in bf16.  At
 each larger batch: the plain path and the fastest fp32 and bf16 paths of the first batch.  ``ratio``
 is the plain path's seconds per image at the same batch over the path's; ``max err`` the largest
-output difference to the plain path, relative to the largest output.  ``--compile`` adds
+output difference to the plain path, relative to the largest output (with random weights bf16's can be
+large: a random deep network amplifies rounding; on trained weights tests/test_precision.py
+guards the accuracy that matters, AP and joint positions).  ``--compile`` adds
 ``torch.compile`` of the fastest fp32 path (and prints its compile time).
 
 The header names the CPU, its bf16-relevant flags (``hhrnet.precision.REPORTED_FLAGS``) and what
