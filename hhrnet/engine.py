@@ -391,8 +391,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, dataset: Co
                 if iteration % cfg.train.log_every == 0 or iteration == total:
                     now = time.perf_counter()  # throughput over the whole log window, data loading included
                     rate = images_per_step * (iteration - window[0]) / (now - window[1])
-                    append_metrics(metrics_path, {"iter": iteration, "epoch": epoch, "lr": lr, **log, "images_per_s": rate,
-                                                  "precision": precision_of(amp_dtype)})
+                    append_metrics(metrics_path, {"iter": iteration, "epoch": epoch, "lr": lr, **log,
+                                                  "images_per_s": rate, "precision": precision_of(amp_dtype)})
                     window = (iteration, now)
                 if cfg.train.checkpoint_every and iteration % cfg.train.checkpoint_every == 0:
                     save_training_state(ckpt_path, model, optimizer, scaler, cfg, epoch, iteration)

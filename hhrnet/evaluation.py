@@ -365,8 +365,8 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
     the keypoint set is the predictor's config's and must be the file's (its category's joint names);
     its protocol decides the numbers (``score``).  With ``out_dir``: writes ``results.json`` (COCO result
     entries), ``metrics.json``, ``metrics.md`` and ``matches.npz`` (for ``hhrnet.stats`` intervals).  Returns
-    the metrics plus ``images``, ``people``, ``seconds_per_image`` and the network's ``precision`` (CrowdPose: also ``images_easy``,
-    ``images_medium``, ``images_hard``).
+    the metrics plus ``images``, ``people``, ``seconds_per_image`` and the network's ``precision``
+    (CrowdPose: also ``images_easy``, ``images_medium``, ``images_hard``).
     """
     keypoints = predictor.cfg.data.keypoint_set
     ann_path, img_dir = coco_paths(root, split, annotation_file, image_dir)
