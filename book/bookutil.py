@@ -6,18 +6,28 @@ calls ``setup(profile, results)``.  The book build sets ``HHRNET_PROFILE``; pape
 overrides it.  Nothing here computes a study result: it reads ``experiments/results/<profile>`` (and, for
 the networks' figures, generates a few validation scenes when the study's data is not on this machine).
 A trained network's failure cases on such scenes are sorted by ``hhrnet.failures``.
+
+Every count, duration and command that more than one page states is computed here, once
+(``study_counts``, ``minutes``, ``run_costs``, ``papermill_commands``), so that no two pages can disagree;
+``tests/test_book_consistency.py`` reads the built pages and checks that they do not.  Every figure a
+chapter shows passes through ``legible`` (labels of at least 9 px at the column's width) on its way out.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 # The one place the book imports the study's provenance check (which sources changed since a result ran).
 from hhrnet.study import Study, code_changes
@@ -29,6 +39,11 @@ pd.set_option("display.max_colwidth", None)
 pd.set_option("display.max_columns", None)
 pd.set_option("display.max_rows", 200)
 pd.set_option("display.width", None)
+
+COLUMN_PX = 700   # the content column at 1280 px (the browser test checks that figures get at least this)
+MIN_LABEL_PX = 9  # the smallest text a figure may show at that width
+WIDE = "wide"     # a figure labelled so (``fig.set_label(WIDE)``) is shown at full size in a scrolling box
+plt.rcParams["figure.dpi"] = 100
 
 
 def find_repo(start: Path | None = None) -> Path:
@@ -141,3 +156,173 @@ def stale_warning(book: Book, table: pd.DataFrame) -> str | None:
             f"files of the `{book.profile}` profile ran `hhrnet` sources that have changed since "
             f"(at commit(s) {commits}). The numbers are what that code measured; re-run "
             f"`python -m hhrnet study --profile {book.profile}` to recompute the stale ones.\n:::")
+
+
+def paper_rows(study: Study, evaluation: str) -> list[dict[str, Any]]:
+    """The rows of the paper's own ablation table (rows.yaml ``published.paper_ablations``) of ``evaluation``."""
+    return [r for r in study.spec["published"]["paper_ablations"]["rows"] if r.get("evaluation") == evaluation]
+
+
+def minutes(seconds: float | None) -> str:
+    """A duration as every page writes it: minutes with one decimal ("–" when not recorded)."""
+    return "–" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def training_seconds(row: dict[str, Any]) -> float | None:
+    """A training's wall clock as its ``metrics.json`` records it (the summary row carries it along)."""
+    return row.get("train_seconds")
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a profile's committed results hold, counted once for every page that states it."""
+
+    profile_seeds: tuple[int, ...]       # the seeds rows.yaml asks every training for
+    seeds: dict[str, int]                # training -> seeds with a committed result
+    trainings: int                       # training result files
+    evaluations: int                     # evaluation result files
+    evaluations_with_results: int        # evaluations of rows.yaml with at least one result
+    evaluations_defined: int             # evaluations rows.yaml runs in this profile
+
+    def seeds_sentence(self) -> str:
+        by_count: dict[int, list[str]] = {}
+        for training, n in self.seeds.items():
+            by_count.setdefault(n, []).append(training)
+        parts = [f"{n} seed{'s' * (n != 1)} ({', '.join(names)})"
+                 for n, names in sorted(by_count.items(), reverse=True)]
+        return (f"rows.yaml asks for seeds {', '.join(map(str, self.profile_seeds))}; the committed results hold "
+                + ("; ".join(parts) if parts else "none yet"))
+
+
+def study_counts(book: Book) -> Counts:
+    """Seeds and runs measured in the profile's results folder (from its ``metrics.json`` files)."""
+    seeds = {t: len(list((book.results / "train" / t).glob("seed*/metrics.json")))
+             for t in book.study.trainings(book.profile)}
+    evaluated = {e for e in book.study.evaluations(book.profile)
+                 if any((book.results / "eval" / e).glob("seed*/metrics.json"))}
+    return Counts(profile_seeds=tuple(book.study.profile(book.profile)["seeds"]),
+                  seeds={t: n for t, n in seeds.items() if n},
+                  trainings=len(list(book.results.glob("train/*/seed*/metrics.json"))),
+                  evaluations=len(list(book.results.glob("eval/*/seed*/metrics.json"))),
+                  evaluations_with_results=len(evaluated),
+                  evaluations_defined=len(book.study.evaluations(book.profile)))
+
+
+def run_costs(book: Book) -> pd.DataFrame:
+    """Per result: the seconds its notebook ran (papermill's own record in the executed notebook) and,
+    for a training, the wall clock its ``metrics.json`` records; the compute the study spent."""
+    records = []
+    for path in sorted(book.results.glob("*/*/seed*/metrics.json")):
+        kind, run, seed = path.parts[-4], path.parts[-3], path.parts[-2]
+        notebook = path.with_name("train.ipynb" if kind == "train" else "evaluate.ipynb")
+        ran = (json.loads(notebook.read_text())["metadata"].get("papermill", {}).get("duration")
+               if notebook.exists() else None)
+        metrics = json.loads(path.read_text())
+        records.append({"result": f"{kind}/{run}", "seed": seed.removeprefix("seed"),
+                        "notebook (min)": minutes(ran),
+                        "training wall clock (min)": minutes(metrics.get("train_seconds")) if kind == "train" else "–",
+                        "seconds": ran})
+    return pd.DataFrame(records)
+
+
+def total_compute(costs: pd.DataFrame) -> str:
+    """The whole profile's compute as one sentence (hours of notebook time, split into train and eval)."""
+    if costs.empty:
+        return "no runs yet"
+    train = costs[costs["result"].str.startswith("train/")]["seconds"].sum()
+    evaluate = costs[costs["result"].str.startswith("eval/")]["seconds"].sum()
+    return (f"{(train + evaluate) / 3600:.1f} hours of notebook time: {train / 3600:.1f} h for "
+            f"{int((costs['result'].str.startswith('train/')).sum())} trainings, {evaluate / 3600:.1f} h for "
+            f"{int((costs['result'].str.startswith('eval/')).sum())} evaluations")
+
+
+HH_CONFIG = """hh_config() {  # usage: hh_config train|eval NAME PROFILE
+python - "$@" <<'PY'
+import sys, yaml
+from hhrnet.config import to_dict
+from hhrnet.study import Study
+kind, name, profile = sys.argv[1:4]
+study = Study.load("experiments")
+cfg = study.evaluation_config(name, profile) if kind == "eval" else study.training_config(name, profile)
+print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+PY
+}"""
+
+
+def papermill_commands(study: Study, profile: str) -> dict[str, list[str]]:
+    """Per training of ``profile`` (and ``published`` for the evaluations of published weights): the
+    papermill commands that run it and its evaluations by hand from the repository root, as the study
+    driver passes them (``checkpoint_dir``, ``training_metrics``, ``diagnostics``), each wrapped one
+    parameter a line.  Needs the shell function ``HH_CONFIG``."""
+    out = f"runs/{profile}"
+    commands: dict[str, list[str]] = {}
+    for name in study.trainings(profile):
+        synthetic = json.dumps(study.data_spec(profile, name).get("synthetic"))
+        commands[name] = [_wrapped(
+            f"mkdir -p {out}/train_{name} && papermill experiments/train.ipynb",
+            [f"{out}/train_{name}/train.ipynb"], ["--cwd", f"{out}/train_{name}"],
+            ["-p", "config_yaml", f'"$(hh_config train {name} {profile})"'],
+            ["-p", "checkpoint_dir", f"../{name}"], ["-p", "synthetic_json", shlex.quote(synthetic)],
+            ["-p", "out_dir", "."])]
+    for name, ev in study.evaluations(profile).items():
+        parameters = [["--cwd", f"{out}/eval_{name}"], ["-p", "evaluation", name]]
+        if ev.training is not None:
+            parameters += [["-p", "checkpoint", f"../{ev.training}/last.pth"],
+                           ["-p", "training_metrics", f"../train_{ev.training}/metrics.json"]]
+        else:
+            parameters += [["-p", "checkpoint", ev.checkpoint], ["-p", "published", "True"]]
+        parameters += [["-p", "config_yaml", f'"$(hh_config eval {name} {profile})"'], ["-p", "out_dir", "."]]
+        if ev.diagnostics:  # hhrnet.diagnostics, as the study runs it
+            parameters.append(["-p", "diagnostics", "True"])
+        commands.setdefault(ev.training or "published", []).append(_wrapped(
+            f"mkdir -p {out}/eval_{name} && papermill experiments/evaluate.ipynb",
+            [f"{out}/eval_{name}/evaluate.ipynb"], *parameters))
+    return commands
+
+
+def _wrapped(head: str, *parameters: list[str]) -> str:
+    """A shell command with one option a line (backslash continuations), so it fits a phone's width."""
+    return " \\\n".join([head, *("    " + " ".join(p) for p in parameters)])
+
+
+def legible(fig: Figure) -> Figure:
+    """Raise every text of ``fig`` to ``MIN_LABEL_PX`` at the width the page shows it at, and give every
+    heatmap (a scalar image on a non-negative scale) without one a colour bar."""
+    for ax in list(fig.axes):
+        for image in ax.get_images():
+            if np.ndim(image.get_array()) == 2 and image.colorbar is None and (image.norm.vmin or 0) >= 0:
+                fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    width_in = fig.get_figwidth()
+    px_per_in = fig.dpi if fig.get_label() == WIDE else min(fig.dpi, COLUMN_PX / width_in)
+    smallest = MIN_LABEL_PX * 72 / px_per_in
+    for text in fig.findobj(Text):
+        if text.get_text() and text.get_fontsize() < smallest:
+            text.set_fontsize(smallest)
+    return fig
+
+
+def _show_legibly() -> None:
+    """Route the notebook's PNG rendering of figures through ``legible`` (no-op outside IPython)."""
+    try:
+        import matplotlib_inline.backend_inline  # noqa: F401  (its import installs IPython's figure formatter)
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    formatter = shell.display_formatter.formatters["image/png"]
+    try:
+        render = formatter.lookup_by_type(Figure)
+    except KeyError:  # figures not shown as PNG in this shell
+        return
+    if getattr(render, "legible", False):
+        return
+
+    def render_legibly(fig: Figure):
+        return render(legible(fig))
+    render_legibly.legible = True
+    formatter.for_type(Figure, render_legibly)
+
+
+_show_legibly()

@@ -148,15 +148,24 @@ def test_results_table_shows_numbers(page, server):
 
 
 def test_reproduce_page_lists_a_command_per_evaluation(page, server):
+    """The open dropdown (the rendered profile) holds one wrapped papermill command per evaluation of that
+    profile, with the parameters the study passes; the paper-only published rows are not among them."""
     open_page(page, server, "book/reproduce.html")
+    data = page.evaluate("() => Object.assign({}, document.querySelector('#training-speed').dataset)")
+    profile = data["profile"]
+    study = _study()
     text = page.inner_text("main")
-    evaluations = yaml.safe_load((REPO / "experiments" / "rows.yaml").read_text())["evaluations"]
-    for name, evaluation in evaluations.items():
-        command = re.search(rf"papermill experiments/evaluate\.ipynb \S*eval_{name}/evaluate\.ipynb .*-p evaluation {name} .*",
-                            text)
+    blocks = page.locator("details[open] pre").all_inner_texts()
+    commands = [c for block in blocks for c in re.split(r"^mkdir -p ", block, flags=re.M) if "evaluate.ipynb" in c]
+    for name, evaluation in study.evaluations(profile).items():
+        command = next((c for c in commands if re.search(rf"-p evaluation {name}\s", c)), None)
         assert command, f"no papermill command for evaluation {name}"
         # the study passes `diagnostics` only where rows.yaml sets it; a hand run must record the same fields
-        assert ("-p diagnostics True" in command.group(0)) == bool(evaluation.get("diagnostics")), command.group(0)
+        assert ("-p diagnostics True" in command) == bool(evaluation.diagnostics), command
+        if evaluation.training:
+            assert f"-p training_metrics ../train_{evaluation.training}/metrics.json" in command, command
+    shown = {re.search(r"-p evaluation (\S+)", c).group(1) for c in commands}
+    assert shown == set(study.evaluations(profile)), shown ^ set(study.evaluations(profile))
     assert "torchrun --nproc_per_node" in text
 
 
@@ -190,17 +199,81 @@ OVERFLOW_JS = """() => {
 }"""
 
 
-def test_no_horizontal_overflow_at_1280(page, server):
-    """The content column, every display equation, table, figure and cell output fit the column at 1280 px."""
+WIDTHS = (1280, 390)
+
+# What overflows: the page itself (the body wider than the window), and any table or display equation
+# wider than the column that is not inside a box that scrolls sideways.
+PAGE_OVERFLOW_JS = """() => {
+  const out = [];
+  const doc = document.documentElement;
+  if (doc.scrollWidth > window.innerWidth + 1) out.push('page ' + doc.scrollWidth + ' > ' + window.innerWidth);
+  const article = document.querySelector('.bd-article') || document.querySelector('main');
+  const right = article.getBoundingClientRect().right + 1;
+  const scrolls = (e) => { for (let a = e; a && a !== article; a = a.parentElement) {
+      const style = getComputedStyle(a);
+      if (['auto', 'scroll'].includes(style.overflowX) && a.getBoundingClientRect().right <= right) return true; }
+    return false; };
+  const name = (e) => (e.id || e.className || e.tagName).toString().slice(0, 60) + ': '
+                      + (e.innerText || '').trim().slice(0, 60);
+  for (const e of article.querySelectorAll('table, mjx-container[display="true"], figure img, pre'))
+    if (e.getBoundingClientRect().right > right && !scrolls(e)) out.push(name(e));
+  return out;
+}"""
+
+# A numeric cell that the browser laid out on more than one line has been split.
+SPLIT_NUMBERS_JS = """() => Array.from(document.querySelectorAll('.bd-article td')).filter(td => {
+    if (!/^[-+]?[\\d.,]+( ± [\\d.]+)?( \\[[-\\d., ]+\\])?$/.test(td.innerText.trim())) return false;
+    const range = document.createRange();
+    range.selectNodeContents(td);
+    const lines = new Set(Array.from(range.getClientRects()).map(r => Math.round(r.top)));
+    return lines.size > 1;
+  }).map(td => td.innerText.trim())"""
+
+RAW_CELLS_JS = """() => Array.from(document.querySelectorAll('.bd-article td, .bd-article th'))
+    .map(c => c.innerText.trim()).filter(t => ['None', 'NaN', 'nan', '<NA>', 'NaT'].includes(t))"""
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_page_fits_the_screen_without_console_errors(browser, server, width):
+    """At 1280 and 390 px: the page never scrolls sideways (wide tables, equations and commands scroll in
+    their own box), no number is split over two lines, no cell shows a raw None/NaN, and nothing is
+    logged as a JavaScript error."""
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(f"{page.url}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"{page.url}: {e}"))
     problems = {}
+    try:
+        for path in toc_pages():
+            open_page(page, server, path)
+            if page.locator(".math").count():
+                page.wait_for_selector("mjx-container", timeout=20_000)
+            found = page.evaluate(PAGE_OVERFLOW_JS) + [f"split number {t!r}" for t in page.evaluate(SPLIT_NUMBERS_JS)]
+            found += [f"raw cell {t!r}" for t in page.evaluate(RAW_CELLS_JS)]
+            if found:
+                problems[path] = found
+            if width == WIDTHS[-1] and path in ("book/results.html", "book/task.html"):
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOTS / f"{Path(path).stem}_{width}.png"), full_page=False)
+    finally:
+        context.close()
+    assert problems == {}, f"at {width} px: {problems}"
+    assert errors == [], f"console errors at {width} px: {errors}"
+
+
+def test_figures_get_the_width_their_labels_were_sized_for(page, server):
+    """``bookutil.legible`` sizes figure text for a column of ``COLUMN_PX``: at 1280 px every figure is shown
+    at least that wide (or at its full size, when smaller), so its labels are at least ``MIN_LABEL_PX``."""
+    narrow = {}
     for path in toc_pages():
         open_page(page, server, path)
-        if page.locator(".math").count():
-            page.wait_for_selector("mjx-container", timeout=20_000)
-        found = page.evaluate(OVERFLOW_JS)
-        if found:
-            problems[path] = found
-    assert problems == {}, f"wider than the column at 1280 px: {problems}"
+        shown = page.evaluate("""() => Array.from(document.querySelectorAll('.bd-article figure img'))
+            .map(i => [i.src.split('/').pop(), i.naturalWidth, i.getBoundingClientRect().width])""")
+        small = [name for name, natural, width in shown if width + 1 < min(natural, _bookutil().COLUMN_PX)]
+        if small:
+            narrow[path] = small
+    assert narrow == {}, f"figures shown narrower than their labels were sized for: {narrow}"
 
 
 def test_every_figure_is_numbered_and_captioned(page, server):
@@ -352,3 +425,58 @@ def test_chapters_offer_their_notebook(page, server):
         assert notebook, f"{path}: no .ipynb download link"
         response = page.request.get(f"{server}/{Path(path).parent}/{notebook[0]}")
         assert response.status == 200 and json.loads(response.body())["cells"], path
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue #30: pages agree on what they count (seeds, runs measured, durations)
+
+
+@functools.lru_cache(maxsize=None)
+def _bookutil():
+    """The book's shared module (``book/bookutil.py``), as the chapters import it."""
+    import sys
+    sys.path.insert(0, str(REPO / "book"))
+    import bookutil
+    return bookutil
+
+
+def _study():
+    return _bookutil().Study.load(REPO / "experiments")
+
+
+def _column(rows: list[list[str]], head: list[str], key: str, value: str) -> dict[str, str]:
+    columns = {name: i for i, name in enumerate(head)}
+    return {cells[columns[key]].strip(): cells[columns[value]].strip() for cells in rows}
+
+
+def test_pages_agree_on_durations_seeds_and_runs(page, server):
+    """The results and reproduce pages state the same training minutes, the same number of trainings and
+    evaluations measured and the same total compute; the results page's seed sentence matches its table
+    and the metrics.json files."""
+    open_page(page, server, "book/results.html")
+    data, head, rows = _table(page, "#study-evaluations")
+    results = REPO / data["results"]
+    minutes_results = _column(rows, head, "training", "train (min)")
+    seeds_table = _column(rows, head, "training", "seeds")
+    scale = page.locator("table").first.inner_text()
+    results_text = page.inner_text("main")
+    open_page(page, server, "book/reproduce.html")
+    _, head, rows = _table(page, "#training-speed")
+    minutes_reproduce = {cells[0].strip(): cells[head.index("train (min)")].strip() for cells in rows}
+    reproduce_text = page.inner_text("main")
+
+    assert minutes_results and minutes_results == {k: minutes_reproduce[k] for k in minutes_results}, \
+        (minutes_results, minutes_reproduce)
+    trainings = len(list(results.glob("train/*/seed*/metrics.json")))
+    evaluations = len(list(results.glob("eval/*/seed*/metrics.json")))
+    assert f"({evaluations} result files, {trainings} trainings)" in scale, scale
+    total = re.search(r"[\d.]+ hours of notebook time: [\d.]+ h for (\d+) trainings, [\d.]+ h for (\d+) evaluations",
+                      reproduce_text)
+    assert total and (int(total.group(1)), int(total.group(2))) == (trainings, evaluations), total
+    assert total.group(0) in results_text, "the two pages state different totals"
+    for n, names in re.findall(r"(\d+) seeds? \(([^)]*)\)", scale):
+        for training in names.split(", "):
+            on_disk = len(list((results / "train" / training).glob("seed*/metrics.json")))
+            assert int(n) == on_disk, (training, n, on_disk)
+            if training in seeds_table:
+                assert int(seeds_table[training]) <= on_disk, (training, seeds_table[training], on_disk)

@@ -56,3 +56,31 @@ def test_grouping_chapter_runs_with_papermill():
     assert injected and "profile = \"smoke\"" in "".join(injected[0]["source"])
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
+
+
+def test_the_smoke_profiles_printed_commands_run(tmp_path):
+    """The reproduce page's papermill commands of the smoke profile, as printed (``bookutil.papermill_commands``
+    after the ``hh_config`` function), train ``w32_512`` and evaluate it; the evaluation's metrics carry the
+    training's size and time, which only ``-p training_metrics`` brings."""
+    pytest.importorskip("papermill")
+    sys.path.insert(0, str(REPO / "book"))
+    from bookutil import HH_CONFIG, papermill_commands
+    from hhrnet.study import Study
+
+    commands = papermill_commands(Study.load(REPO / "experiments"), "smoke")
+    assert "published" not in commands, "the smoke profile lists the paper-only published evaluations"
+    training, evaluation = commands["w32_512"][0], commands["w32_512"][1]
+    assert "eval_w32_512_ss/" in evaluation and "-p training_metrics ../train_w32_512/metrics.json" in evaluation
+    assert max(len(line) for c in (training, evaluation) for line in c.splitlines()) <= 90, "commands are not wrapped"
+    (tmp_path / "experiments").symlink_to(REPO / "experiments")  # the commands run from a repository root
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}  # python, papermill
+    script = "\n".join(["set -euo pipefail", HH_CONFIG, training + " --no-progress-bar -k python3",
+                        evaluation + " --no-progress-bar -k python3"])
+    run = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trained = json.loads((tmp_path / "runs/smoke/train_w32_512/metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "runs/smoke/eval_w32_512_ss/metrics.json").read_text())
+    assert evaluated["evaluation"] == "w32_512_ss" and 0 <= evaluated["AP"] <= 1
+    for key in ("parameters", "train_seconds", "iterations"):
+        assert evaluated[key] == trained[key] is not None, key
