@@ -84,3 +84,61 @@ def test_the_smoke_profiles_printed_commands_run(tmp_path):
     assert evaluated["evaluation"] == "w32_512_ss" and 0 <= evaluated["AP"] <= 1
     for key in ("parameters", "train_seconds", "iterations"):
         assert evaluated[key] == trained[key] is not None, key
+
+
+def _bookutil():
+    sys.path.insert(0, str(REPO / "book"))
+    import bookutil
+    return bookutil
+
+
+def test_legible_sizes_text_for_the_width_the_page_shows_and_adds_colour_bars():
+    """A 12-inch figure is shrunk to the column, so its 8-pt title grows until it is MIN_LABEL_PX there; a
+    heatmap gets a colour bar, a signed map (tags) and an RGB image do not; a WIDE figure is shown at
+    full size and keeps text already readable there."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    bookutil = _bookutil()
+    fig, (heat, signed, rgb) = plt.subplots(1, 3, figsize=(12, 3), dpi=100)
+    heat.imshow(np.random.default_rng(0).random((8, 8)))
+    signed.imshow(np.linspace(-1, 1, 64).reshape(8, 8), vmin=-1, vmax=1)
+    rgb.imshow(np.zeros((8, 8, 3)))
+    title = heat.set_title("heatmap", fontsize=8)
+    bookutil.legible(fig)
+    shown_px_per_pt = min(fig.dpi, bookutil.COLUMN_PX / 12) / 72
+    assert title.get_fontsize() * shown_px_per_pt == pytest.approx(bookutil.MIN_LABEL_PX)
+    assert [image.colorbar is not None for ax in (heat, signed, rgb) for image in ax.get_images()] == [True, False, False]
+    assert len(fig.axes) == 4
+    bookutil.legible(fig)  # shown again: no second colour bar
+    assert len(fig.axes) == 4
+
+    wide, ax = plt.subplots(figsize=(15, 3), dpi=100)
+    wide.set_label(bookutil.WIDE)
+    label = ax.text(0, 0, "branch", fontsize=7)
+    bookutil.legible(wide)
+    assert label.get_fontsize() == 7  # 7 pt at 100 dpi is 9.7 px at full size
+    plt.close("all")
+
+
+def test_study_counts_and_costs_read_the_committed_results():
+    """Seeds and runs are counted from the metrics.json files, and each run's minutes from papermill's record
+    in the notebook beside it."""
+    bookutil = _bookutil()
+    book = bookutil.setup("cpu")
+    counts = bookutil.study_counts(book)
+    files = sorted(book.results.glob("*/*/seed*/metrics.json"))
+    assert counts.trainings + counts.evaluations == len(files) > 0
+    for training, seeds in counts.seeds.items():
+        assert seeds == len(list((book.results / "train" / training).glob("seed*/metrics.json")))
+        assert f"{seeds} seed" in counts.seeds_sentence() and training in counts.seeds_sentence()
+    costs = bookutil.run_costs(book)
+    assert len(costs) == len(files)
+    first = files[0]
+    notebook = next(first.parent.glob("*.ipynb"))
+    expected = json.loads(notebook.read_text())["metadata"]["papermill"]["duration"]
+    assert costs.iloc[0]["seconds"] == expected
+    assert costs.iloc[0]["notebook (min)"] == bookutil.minutes(expected) == f"{expected / 60:.1f}"
+    assert bookutil.minutes(None) == "–"

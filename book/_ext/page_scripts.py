@@ -1,6 +1,7 @@
-"""Each script of a page once: sphinx-thebe registers its configuration script (``const THEBE_JS_URL``)
-again on every ``env-before-read-docs``, and a second ``const`` declaration is a JavaScript error on
-every page.  This handler drops repeated script entries before the page is written."""
+"""Each script of a page once: sphinx-thebe (and sphinx-togglebutton) add their inline scripts both to the
+registry (file name ``""``) and to the builder (file name ``None``), which Sphinx then counts as two
+scripts; a second ``const THEBE_JS_URL`` is a JavaScript error on every page.  This handler drops
+repeated script entries before the page is written."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 def unique_scripts(app, pagename: str, templatename: str, context: dict, doctree) -> None:
     seen, kept = set(), []
     for script in context.get("script_files", []):
-        key = (str(getattr(script, "filename", script)), getattr(script, "attributes", {}).get("body"))
+        key = (str(getattr(script, "filename", script) or ""), getattr(script, "attributes", {}).get("body"))
         if key not in seen:
             seen.add(key)
             kept.append(script)
