@@ -286,13 +286,6 @@ def _wrapped(head: str, *parameters: list[str]) -> str:
     return " \\\n".join([head, *("    " + " ".join(p) for p in parameters)])
 
 
-def drawable(keypoints: np.ndarray) -> np.ndarray:
-    """Predicted ``(P, K, 3)`` keypoints (x, y, heatmap value) as ``hhrnet.viz.draw_poses`` reads labels:
-    every joint found (value > 0) visible (2), the others not drawn (0)."""
-    keypoints = np.asarray(keypoints, np.float64).reshape(-1, *np.shape(keypoints)[-2:])
-    return np.concatenate([keypoints[..., :2], np.where(keypoints[..., 2:] > 0, 2.0, 0.0)], axis=-1)
-
-
 def legible(fig: Figure) -> Figure:
     """Raise every text of ``fig`` to ``MIN_LABEL_PX`` at the width the page shows it at, and give every
     heatmap (a scalar image on a non-negative scale) without one a colour bar."""
