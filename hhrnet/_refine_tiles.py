@@ -5,7 +5,8 @@ minus the rounded distance of its tag from the person's mean tag) over the whole
 ``TILE x TILE`` pixels, the largest heatmap value and the tag range bound that score from above, so a
 branch and bound over tiles reads only the tiles that could still hold the winner (or tie with it).
 ``tests/test_refine_tiles.py`` checks it equals the full-map argmax of ``grouping.refine(fast=False)``,
-ties included.
+ties included.  The tile helpers (``tile_view``, ``per_tile``) and the score (``refine_scores``) live
+here, below ``hhrnet.grouping``, which imports them for its NMS and its full-map refine.
 """
 
 from __future__ import annotations
@@ -15,7 +16,41 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hhrnet.grouping import TILE, per_tile, refine_scores, tile_view
+# Side of the square tiles whose maxima (and tag ranges) let NMS and refine skip most of a map.
+TILE = 32
+
+
+def tile_view(maps: np.ndarray, **pad: object) -> np.ndarray:
+    """``(..., H, W)`` maps as ``(..., ny, TILE, nx, TILE)`` tiles: a view, or a copy padded to whole
+    tiles by ``np.pad(**pad)`` when the map size is not a multiple of ``TILE`` (test-time maps are)."""
+    height, width = maps.shape[-2:]
+    ny, nx = -(-height // TILE), -(-width // TILE)
+    if (ny * TILE, nx * TILE) != (height, width):
+        maps = np.pad(maps, [(0, 0)] * (maps.ndim - 2) + [(0, ny * TILE - height), (0, nx * TILE - width)], **pad)
+    return np.ascontiguousarray(maps).reshape(*maps.shape[:-2], ny, TILE, nx, TILE)
+
+
+def per_tile(tiled: np.ndarray, reduce=torch.amax) -> np.ndarray:
+    """``reduce`` (``torch.amax``/``amin``) of ``(..., ny, TILE, nx, TILE)`` tiles -> ``(..., ny · nx)``.
+
+    Rows first (an element-wise extremum of contiguous rows), then within each row of tiles, which is
+    faster than reducing both tile axes in one call.
+    """
+    return reduce(reduce(torch.from_numpy(tiled), -3), -1).flatten(-2).numpy()
+
+
+def refine_scores(heat: np.ndarray, tag_planes: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """``heat − round(‖tag − centre‖)`` for a block of pixels: ``heat (...)``, ``tag_planes (T, ...)``, ``centre (T,)``.
+
+    float32 and in the reference's operation order (squares summed one tag dimension after the
+    other, as numpy sums a short axis), so rounding and ties come out identical.
+    """
+    total = (tag_planes[0] - centre[0]) ** 2
+    for dim in range(1, len(centre)):
+        total += (tag_planes[dim] - centre[dim]) ** 2
+    return heat - np.round(np.sqrt(total))
+
+
 
 
 def best_refine_pixels(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray, person: np.ndarray,
@@ -42,7 +77,6 @@ def tiles_at(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     ny, nx = -(-shape[0] // TILE), -(-shape[1] // TILE)
     ty, tx = np.clip(y.astype(np.int64) // TILE, 0, ny - 1), np.clip(x.astype(np.int64) // TILE, 0, nx - 1)
     return np.unique(ty * nx + tx)
-
 
 
 @dataclass

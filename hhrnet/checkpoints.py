@@ -30,16 +30,13 @@ from typing import Any, Mapping
 import torch
 
 from .config import Config, ConfigError, ModelConfig, from_dict, preset
+from .hub import REGISTRY, CheckpointError, fetch
 from .io import HHRNET_FORMAT, atomic_torch_save, checkpoint_payload  # noqa: F401 (atomic_torch_save re-exported)
 from .keypoints import keypoint_set, registered
 from .model import HigherHRNet
 
 PREFIXES = ("module.", "backbone.", "keypoint_head.")
 SHOW = 5  # keys listed per category in a mismatch message
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit the model; the message names the file."""
 
 
 def read_checkpoint(path: str | Path) -> tuple[OrderedDict[str, torch.Tensor], dict[str, Any] | None]:
@@ -61,15 +58,13 @@ def locate(spec: str | Path, network: bool = False) -> tuple[Path, Any]:
     path = Path(spec)
     if path.is_file():
         return path, None
-    from . import hub
-
-    if str(spec) in hub.REGISTRY:
-        entry = hub.REGISTRY[str(spec)]
+    if str(spec) in REGISTRY:
+        entry = REGISTRY[str(spec)]
         if network and entry.is_backbone:
             raise CheckpointError(f"{spec} is an ImageNet HRNet backbone, not a pose network; use it as "
                                   "train.pretrained")
-        return hub.fetch(entry.name), entry
-    raise CheckpointError(f"{spec}: no such checkpoint file, nor a published name ({', '.join(hub.REGISTRY)})")
+        return fetch(entry.name), entry
+    raise CheckpointError(f"{spec}: no such checkpoint file, nor a published name ({', '.join(REGISTRY)})")
 
 
 def load_file(path: str | Path) -> Any:

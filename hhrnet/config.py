@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from .keypoints import COCO_17, DEFAULT_KEYPOINTS, KeypointSet, keypoint_set
 
-COCO_FLIP_INDEX: tuple[int, ...] = COCO_17.flip_index  # kept for old imports; use ``data.flip_index``
+COCO_FLIP_INDEX: tuple[int, ...] = COCO_17.flip_index  # imported by the golden tests (tests/test_inference.py)
 
 # The published multi-scale test (``test.scales``): images at 2, 1 and 0.5 times the input size.
 MULTI_SCALE: tuple[float, ...] = (2.0, 1.0, 0.5)
@@ -231,6 +231,10 @@ class DataConfig:
     @property
     def keypoint_set(self) -> KeypointSet:
         return keypoint_set(self.keypoints)
+
+    @property
+    def num_joints(self) -> int:
+        return self.keypoint_set.num_joints
 
     @property
     def flip_index(self) -> tuple[int, ...]:

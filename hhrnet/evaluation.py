@@ -370,7 +370,7 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
     """
     keypoints = predictor.cfg.data.keypoint_set
     ann_path, img_dir = coco_paths(root, split, annotation_file, image_dir)
-    validate_ground_truth(ann_path, img_dir, keypoints.num_joints, keypoints)  # never score unchecked ground truth
+    validate_ground_truth(ann_path, img_dir, keypoints)  # never score unchecked ground truth
     gt = load_ground_truth(ann_path)
     image_ids = sorted(gt.getImgIds())[:limit]
     results = []

@@ -31,13 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hhrnet._refine_tiles import TILE, best_refine_pixels, per_tile, refine_scores, tile_view
 from hhrnet.config import TestConfig
 from hhrnet.keypoints import COCO_17, KeypointSet
 
-COCO_JOINT_ORDER: tuple[int, ...] = COCO_17.joint_order  # kept for old imports
-
-# Side of the square tiles whose maxima (and tag ranges) let NMS and refine skip most of a map.
-TILE = 32
+COCO_JOINT_ORDER: tuple[int, ...] = COCO_17.joint_order  # imported by the golden tests (tests/test_grouping.py)
 
 # Cost of a padding column when there are more candidates than people: never chosen over a real one.
 UNMATCHABLE = 1e10
@@ -69,25 +67,6 @@ class GroupedImage:
 def joint_order(num_joints: int) -> tuple[int, ...]:
     """Matching order for maps given without a keypoint set: COCO's for COCO's joint count, else natural."""
     return COCO_17.joint_order if num_joints == COCO_17.num_joints else tuple(range(num_joints))
-
-
-def tile_view(maps: np.ndarray, **pad: object) -> np.ndarray:
-    """``(..., H, W)`` maps as ``(..., ny, TILE, nx, TILE)`` tiles: a view, or a copy padded to whole
-    tiles by ``np.pad(**pad)`` when the map size is not a multiple of ``TILE`` (test-time maps are)."""
-    height, width = maps.shape[-2:]
-    ny, nx = -(-height // TILE), -(-width // TILE)
-    if (ny * TILE, nx * TILE) != (height, width):
-        maps = np.pad(maps, [(0, 0)] * (maps.ndim - 2) + [(0, ny * TILE - height), (0, nx * TILE - width)], **pad)
-    return np.ascontiguousarray(maps).reshape(*maps.shape[:-2], ny, TILE, nx, TILE)
-
-
-def per_tile(tiled: np.ndarray, reduce=torch.amax) -> np.ndarray:
-    """``reduce`` (``torch.amax``/``amin``) of ``(..., ny, TILE, nx, TILE)`` tiles -> ``(..., ny · nx)``.
-
-    Rows first (an element-wise extremum of contiguous rows), then within each row of tiles, which is
-    faster than reducing both tile axes in one call.
-    """
-    return reduce(reduce(torch.from_numpy(tiled), -3), -1).flatten(-2).numpy()
 
 
 def tile_maxima(heatmaps: np.ndarray) -> np.ndarray:
@@ -320,18 +299,6 @@ def mean_tags(joints: np.ndarray) -> np.ndarray:
     return total / detected.sum(axis=1).astype(np.float32)[:, None]
 
 
-def refine_scores(heat: np.ndarray, tag_planes: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """``heat − round(‖tag − centre‖)`` for a block of pixels: ``heat (...)``, ``tag_planes (T, ...)``, ``centre (T,)``.
-
-    float32 and in the reference's operation order (squares summed one tag dimension after the
-    other, as numpy sums a short axis), so rounding and ties come out identical.
-    """
-    total = (tag_planes[0] - centre[0]) ** 2
-    for dim in range(1, len(centre)):
-        total += (tag_planes[dim] - centre[dim]) ** 2
-    return heat - np.round(np.sqrt(total))
-
-
 def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray, tile_max: np.ndarray | None = None,
            fast: bool = True) -> np.ndarray:
     """Fill each person's missing joints from the whole map, guided by the person's mean tag.
@@ -352,8 +319,6 @@ def refine(joints: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray, tile_max:
     centres = mean_tags(joints)
     person, joint = np.nonzero(missing.T)[::-1]  # grouped by joint
     if fast:
-        from hhrnet._refine_tiles import best_refine_pixels  # imports this module: import it late
-
         pixel = best_refine_pixels(joints, heatmaps, tags, person, joint, centres, tile_max)
     else:
         pixel = np.array([np.argmax(refine_scores(heatmaps[k], np.moveaxis(tags[k], -1, 0), centres[p]))

@@ -24,8 +24,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoints import CheckpointError
-
 CHUNK = 1 << 20
 TIMEOUT = 60  # seconds without a byte before a download is abandoned
 
@@ -38,6 +36,14 @@ OFFICIAL_SOURCE = ("HRNet/HigherHRNet-Human-Pose-Estimation README, model zoo (G
                    "no direct file URL)")
 OFFICIAL_FOLDER = ("the official model zoo (Google Drive https://drive.google.com/drive/folders/"
                    "1X9-TzWpwbX2zQf2To8lB-ZQHMYviYYh6 or OneDrive https://1drv.ms/f/s!AhIXJn_J-blW4AwKRMklXVzndJT0)")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be had, read or fitted to the model; the message names the file or name.
+
+    Defined here, below ``hhrnet.checkpoints`` (which raises it for files), so that fetching a published
+    name and reading a file fail with one error type without the two modules importing each other.
+    """
 
 
 class WeightsError(CheckpointError):

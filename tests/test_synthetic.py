@@ -49,7 +49,7 @@ def test_ground_truth_as_detections_scores_ap_one(dataset, split):
         evaluator.summarize()
     assert evaluator.stats[0] == pytest.approx(1.0)
     categories = gt.dataset["categories"]
-    assert categories[0]["keypoints"] == list(S.COCO_KEYPOINT_NAMES)
+    assert categories[0]["keypoints"] == list(S.KEYPOINTS.names)
     assert categories[0]["skeleton"][0] == [16, 14] and len(categories[0]["skeleton"]) == 19
     record = gt.dataset["images"][0]
     assert (dataset.images[split] / record["file_name"]).is_file()
@@ -199,7 +199,7 @@ def test_labels_come_from_the_keypoint_set():
     from hhrnet.keypoints import COCO_17
 
     assert S.KEYPOINTS is COCO_17 and S.coco_categories() == [COCO_17.coco_category()]
-    assert S.COCO_KEYPOINT_NAMES == COCO_17.names and S.COCO_SKELETON[0] == (16, 14)  # 1-based, as COCO writes
+    assert S.coco_categories()[0]["skeleton"][0] == [16, 14]  # 1-based, as COCO writes
 
 
 def test_generated_splits_pass_the_ground_truth_validation(tmp_path):

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from hhrnet.config import Config, DataConfig
 from hhrnet.data import transforms
 from hhrnet.io import ImageReadError, read_image
-from hhrnet.keypoints import COCO_17, KeypointSet, keypoint_set_for_names
+from hhrnet.keypoints import KeypointSet, keypoint_set_for_names
 from hhrnet.targets import (counted_mask, fixed_sigma_heatmaps, is_ignored_region, joint_tag_targets,
                             scale_aware_heatmaps)
 
@@ -138,7 +138,7 @@ def _annotation_keypoints(ann: Mapping[str, Any], num_joints: int, where: str) -
 
 
 def _check_annotation(ann: Any, path: Path, images: Mapping[int, Any], categories: set[int],
-                      num_joints: int) -> np.ndarray:
+                      keypoints: KeypointSet) -> np.ndarray:
     """Everything training and both COCO scorers read from one annotation; returns its keypoints."""
     if not isinstance(ann, Mapping):
         raise DatasetError(f"{path}: an entry of 'annotations' is a {type(ann).__name__}, not an object")
@@ -149,13 +149,13 @@ def _check_annotation(ann: Any, path: Path, images: Mapping[int, Any], categorie
         raise DatasetError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
     if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
         raise DatasetError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
-    if ann.get("category_id") != COCO_17.category_id:
+    if ann.get("category_id") != keypoints.category_id:
         raise DatasetError(f"{where}: category_id {ann['category_id']}; hhrnet scores category "
-                           f"{COCO_17.category_id} (person) only")
-    keypoints = _annotation_keypoints(ann, num_joints, where)
+                           f"{keypoints.category_id} ({keypoints.category}) only")
+    joints = _annotation_keypoints(ann, keypoints.num_joints, where)
     if ann.get("iscrowd") not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
         raise DatasetError(f"{where}: 'iscrowd' must be 0 or 1, got {ann.get('iscrowd')!r}")
-    visible = int(np.count_nonzero(keypoints[:, 2] > 0))
+    visible = int(np.count_nonzero(joints[:, 2] > 0))
     if not _is_int(ann.get("num_keypoints")) or ann["num_keypoints"] != visible:
         raise DatasetError(f"{where}: 'num_keypoints' is {ann.get('num_keypoints')!r} but {visible} keypoints are labelled")
     if not _is_number(ann.get("area")) or ann["area"] < 0:
@@ -163,7 +163,7 @@ def _check_annotation(ann: Any, path: Path, images: Mapping[int, Any], categorie
     box = ann.get("bbox")
     if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box) or min(box[2:]) < 0:
         raise DatasetError(f"{where}: 'bbox' must be [x, y, w, h] with w, h >= 0, got {box!r}")
-    return keypoints
+    return joints
 
 
 def _image_index(images: list, path: Path) -> dict[int, Mapping[str, Any]]:
@@ -187,7 +187,7 @@ def _image_index(images: list, path: Path) -> dict[int, Mapping[str, Any]]:
     return index
 
 
-def load_coco(annotation_file: str | Path, num_joints: int = 17,
+def load_coco(annotation_file: str | Path,
               keypoints: KeypointSet | None = None) -> tuple[Mapping[str, Any], dict[int, list]]:
     """Read and check a COCO keypoints file: the one validation path of train, evaluate, study and book.
 
@@ -195,12 +195,14 @@ def load_coco(annotation_file: str | Path, num_joints: int = 17,
     sections, zero images or zero annotated people, malformed or duplicate entries, wrong keypoint
     lengths, non-finite or negative values and unknown image or category ids raise one ``DatasetError``
     naming the file (and the annotation id where there is one).  With ``keypoints``, a file whose category
-    names another joint count or another registered set is refused first (``check_file_keypoints``).
+    names another joint count or another registered set is refused first (``check_file_keypoints``);
+    without, the file's category must name a registered set, which is then the one checked against.
     """
     path = Path(annotation_file)
     coco = _read_json(path)
-    if keypoints is not None:
-        check_file_keypoints(coco, keypoints, path)
+    if keypoints is None:
+        keypoints = _named_keypoint_set(coco, path)
+    check_file_keypoints(coco, keypoints, path)
     images = _image_index(coco["images"], path)
     if not images:
         raise DatasetError(f"{path}: 'images' is empty; nothing to train or evaluate on")
@@ -208,21 +210,21 @@ def load_coco(annotation_file: str | Path, num_joints: int = 17,
     by_image: dict[int, list[tuple[Mapping[str, Any], np.ndarray]]] = {i: [] for i in images}
     seen: set[int] = set()
     for ann in coco["annotations"]:
-        keypoints = _check_annotation(ann, path, images, categories, num_joints)
+        joints = _check_annotation(ann, path, images, categories, keypoints)
         if ann["id"] in seen:
             raise DatasetError(f"{_where(path, ann)}: annotation id appears twice")
         seen.add(ann["id"])
-        ann = dict(ann, num_keypoints=int(ann.get("num_keypoints", np.count_nonzero(keypoints[:, 2] > 0))))
-        by_image[ann["image_id"]].append((ann, keypoints))
+        ann = dict(ann, num_keypoints=int(ann.get("num_keypoints", np.count_nonzero(joints[:, 2] > 0))))
+        by_image[ann["image_id"]].append((ann, joints))
     if not any(not a.get("iscrowd", 0) and a["num_keypoints"] > 0 for anns in by_image.values() for a, _ in anns):
         raise DatasetError(f"{path}: no annotated person (no non-crowd annotation with labelled keypoints)")
     return coco, by_image
 
 
-def validate_ground_truth(annotation_file: str | Path, image_dir: str | Path, num_joints: int = 17,
+def validate_ground_truth(annotation_file: str | Path, image_dir: str | Path,
                           keypoints: KeypointSet | None = None) -> Mapping[str, Any]:
     """``load_coco`` plus: every image file of the split exists.  Returns the parsed file."""
-    coco, by_image = load_coco(annotation_file, num_joints, keypoints)
+    coco, by_image = load_coco(annotation_file, keypoints)
     images = {img["id"]: img for img in coco["images"]}
     missing = [i for i in images if not (Path(image_dir) / images[i]["file_name"]).is_file()]
     if missing:
@@ -255,6 +257,15 @@ def file_keypoint_set(coco: Mapping[str, Any]) -> KeypointSet | None:
     return keypoint_set_for_names(names[0]) if len(names) == 1 else None
 
 
+def _named_keypoint_set(coco: Mapping[str, Any], path: Path) -> KeypointSet:
+    """The registered set the file's category names, for a reader given no set; else one line saying so."""
+    found = file_keypoint_set(coco)
+    if found is None:
+        raise DatasetError(f"{path}: the file's category names no registered keypoint set; give the set "
+                           "(data.keypoints) it is annotated with")
+    return found
+
+
 def check_file_keypoints(coco: Mapping[str, Any], keypoints: KeypointSet, path: Path | str) -> None:
     """Refuse, in one line, a file whose category has another joint count than ``keypoints``, or names
     another registered set; a custom file with its own names for as many joints passes."""
@@ -268,7 +279,7 @@ def check_file_keypoints(coco: Mapping[str, Any], keypoints: KeypointSet, path: 
                            f"for {keypoints.num_joints} ({keypoints.name}): set data.keypoints to the file's set")
 
 
-def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: DataConfig,
+def load_records(annotation_file: Path, image_dir: Path, data: DataConfig,
                  base_size: int, train: bool) -> list[ImageRecord]:
     """Validate the whole file and build one ``ImageRecord`` per used image, in file order.
 
@@ -276,7 +287,7 @@ def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: 
     they teach "no person here" outside the crowd); evaluation keeps every image.  Missing image files
     are reported here, for all used images, rather than when a worker reaches them.
     """
-    coco, by_image = load_coco(annotation_file, num_joints, data.keypoint_set)
+    coco, by_image = load_coco(annotation_file, data.keypoint_set)
     images = {int(img["id"]): img for img in coco["images"]}
 
     records = []
@@ -285,7 +296,7 @@ def load_records(annotation_file: Path, image_dir: Path, num_joints: int, data: 
         if train and not anns:
             continue
         people = [(a, k) for a, k in anns if not a.get("iscrowd", 0) or a["num_keypoints"] > 0]
-        joints = np.zeros((len(people), num_joints, 4 if data.scale_aware_sigma else 3))
+        joints = np.zeros((len(people), data.num_joints, 4 if data.scale_aware_sigma else 3))
         for p, (ann, keypoints) in enumerate(people):
             joints[p, :, :3] = keypoints
             if data.scale_aware_sigma:
@@ -332,15 +343,12 @@ class CocoKeypoints(Dataset):
 
     def __init__(self, annotation_file: str | Path, image_dir: str | Path, *, train: bool,
                  input_size: int = 512, output_sizes: tuple[int, ...] = (128, 256),
-                 data: DataConfig = DataConfig(), num_joints: int = 17, tag_per_joint: bool = True,
-                 seed: int = 0) -> None:
-        if len(data.flip_index) != num_joints:
-            raise DatasetError(f"data.flip_index has {len(data.flip_index)} entries for {num_joints} joints")
+                 data: DataConfig = DataConfig(), tag_per_joint: bool = True, seed: int = 0) -> None:
         self.annotation_file, self.image_dir = Path(annotation_file), Path(image_dir)
         self.train, self.input_size, self.output_sizes = train, input_size, tuple(output_sizes)
-        self.data, self.num_joints, self.tag_per_joint = data, num_joints, tag_per_joint
+        self.data, self.num_joints, self.tag_per_joint = data, data.num_joints, tag_per_joint
         self.seed, self.epoch = seed, 0
-        self.records = load_records(self.annotation_file, self.image_dir, num_joints, data,
+        self.records = load_records(self.annotation_file, self.image_dir, data,
                                     data.scale_aware_base_size(input_size), train)
 
     @classmethod
@@ -351,7 +359,7 @@ class CocoKeypoints(Dataset):
         annotation_file, image_dir = coco_paths(root, split, annotation_file, image_dir)
         return cls(annotation_file, image_dir, train=train, input_size=cfg.input_size,
                    output_sizes=tuple(cfg.input_size // s for s in cfg.model.output_strides), data=cfg.data,
-                   num_joints=cfg.model.num_joints, tag_per_joint=cfg.model.tag_per_joint, seed=seed)
+                   tag_per_joint=cfg.model.tag_per_joint, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the augmentation stream of this epoch (each epoch sees new random crops)."""

@@ -82,7 +82,8 @@ def evaluate_for_study(cfg: Config, checkpoint: str | Path, out_dir: str | Path,
     evaluation with ``checkpoint:``) bring their own network; ``cfg`` gives the data and test settings.
     """
     from ..checkpoints import load_model
-    from ..inference import Predictor, evaluate_dataset
+    from ..evaluation import evaluate
+    from ..inference import Predictor
 
     model, trained = load_model(checkpoint, cfg if published else None)
     if trained.model != cfg.model:
@@ -91,8 +92,8 @@ def evaluate_for_study(cfg: Config, checkpoint: str | Path, out_dir: str | Path,
         cfg = cfg.override(**{"model." + k: v for k, v in to_dict(trained.model).items()},
                            input_size=trained.input_size)
     predictor = Predictor(model, cfg, cfg.test)
-    metrics = evaluate_dataset(predictor, root=cfg.train.data_root, split=cfg.train.val_split, out_dir=out_dir,
-                               progress=False)
+    metrics = evaluate(predictor, root=cfg.train.data_root, split=cfg.train.val_split, out_dir=out_dir,
+                       progress=False)
     gzip_file(Path(out_dir) / "results.json")
     return metrics, predictor
 

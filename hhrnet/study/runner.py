@@ -208,7 +208,7 @@ def ensure_data(study: Study, profile: str, log: Callable[[str], Any] = print, r
 def generate_synthetic(root: str | Path, syn: dict[str, Any]) -> None:
     """Generate (or find cached) a profile's synthetic set: sizes and seed, plus ``scene`` knobs and the
     ``keypoints`` set (COCO's by default; ``crowdpose`` writes CrowdPose-format crowds with crowdIndex)."""
-    from ..data.synthetic import SyntheticConfig, generate
+    from ..data.synthetic import SyntheticConfig, generate  # defers cv2 (hhrnet.data loads it)
 
     scene = {k: tuple(v) if isinstance(v, list) else v for k, v in syn.get("scene", {}).items()}
     try:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from ..config import ConfigError, preset, preset_names
+from ..hub import REGISTRY
 from ..keypoints import registered
 from .errors import SpecError
 from .claims import Expectation
@@ -438,12 +439,7 @@ def checkpoint_preset(ev: EvaluationSpec) -> str:
     """The preset of a ``checkpoint`` evaluation: its own, the published name's (``hhrnet.hub``), or w32_512."""
     if ev.preset is not None:
         return ev.preset
-    try:
-        from .. import hub
-
-        entry = hub.REGISTRY.get(ev.checkpoint or "")
-    except ImportError:  # a build without the registry
-        entry = None
+    entry = REGISTRY.get(ev.checkpoint or "")
     return entry.preset if entry is not None and entry.preset else "w32_512"
 
 

@@ -48,10 +48,6 @@ from hhrnet.data.synthetic.sampler import sample_scene
 from hhrnet.data.synthetic.scene import Joint, Person, Primitive, Render, Scene, mirror_scene
 from hhrnet.data.synthetic.write import SyntheticDataset, dataset_paths, generate, image_rng
 
-# Kept for old imports; the keypoint set is ``KEYPOINTS`` (``hhrnet.keypoints.COCO_17``).
-COCO_KEYPOINT_NAMES: tuple[str, ...] = KEYPOINTS.names
-COCO_SKELETON: tuple[tuple[int, int], ...] = tuple((a + 1, b + 1) for a, b in KEYPOINTS.skeleton)  # 1-based
-
 __all__ = [
     "KEYPOINTS", "BODY_JOINTS", "CROWD_SCENES", "SPLITS", "FORMAT_VERSION",
     "SyntheticConfig", "Primitive", "Joint", "Person", "Scene", "Render",
