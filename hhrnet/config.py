@@ -6,9 +6,11 @@ than written out.  CPU-scale variants are derived from a preset with ``dataclass
 ``Config.override``), never copied.  ``to_dict``/``from_dict`` give a lossless round trip through
 JSON/YAML, which is how a checkpoint carries its own configuration.
 
-Some values follow from others and are derived when unset (None): the keypoint set named by
-``data.keypoints`` gives ``model.num_joints`` and ``data.flip_index``; ``model.num_deconvs`` gives the
-length of every per-output tuple (``model.with_ae_loss``, ``loss.*``, ``test.with_heatmaps/with_tags``).
+The keypoint set is named once, by ``data.keypoints``: the joint count (``model.num_joints``,
+``data.num_joints``) and the flip index (``data.flip_index``) follow from it and are never written as
+keys (files written before that carry them; they are read and checked against the set).  Some values
+are derived when unset (None): ``model.num_deconvs`` gives the length of every per-output tuple
+(``model.with_ae_loss``, ``loss.*``, ``test.with_heatmaps/with_tags``).
 ``Config.override`` lets derived values follow a structural change, so ``model.num_deconvs`` alone
 defines the HRNet baseline (0) or a two-deconv network.
 """
@@ -84,7 +86,9 @@ class ModelConfig:
     """
 
     width: int = 32
-    num_joints: int = COCO_17.num_joints  # inside a Config: derived from ``data.keypoints``
+    # Heatmap channels.  Inside a ``Config`` it is the joint count of ``data.keypoints`` (set by ``Config``,
+    # never a key of a file); a bare ``ModelConfig`` describes a network on its own and says it itself.
+    num_joints: int = field(default=17, metadata={"follows": "data.keypoints"})
     stem_channels: int = 64
     layer1_blocks: int = 4
     layer1_planes: int = 64
@@ -368,10 +372,9 @@ class Config:
                 or self.input_size % 32:
             raise ConfigError(f"input_size must be a positive multiple of 32 (the network's coarsest stride), "
                               f"got {self.input_size!r}")
-        kset, outputs = self.data.keypoint_set, self.model.num_deconvs + 1
-        if self.model.num_joints != kset.num_joints:
-            raise ConfigError(f"model.num_joints is {self.model.num_joints} but data.keypoints {kset.name!r} has "
-                              f"{kset.num_joints} joints (leave model.num_joints unset to derive it)")
+        outputs = self.model.num_deconvs + 1
+        if self.model.num_joints != self.data.num_joints:
+            object.__setattr__(self, "model", dataclasses.replace(self.model, num_joints=self.data.num_joints))
         object.__setattr__(self, "loss", self.loss.for_outputs(outputs))
         for name in ("with_heatmaps", "with_tags"):
             value = getattr(self.test, name)
@@ -382,8 +385,10 @@ class Config:
         """A copy with dotted-path changes, e.g. ``override(**{"model.width": 8, "input_size": 256})``.
 
         Derived values that still have their derived value (``DERIVED``) follow the change, so
-        ``override(**{"model.num_deconvs": 0})`` and ``override(**{"data.keypoints": ...})`` just work.
+        ``override(**{"model.num_deconvs": 0})`` just works; ``data.keypoints`` brings its joint count.
         """
+        for key in changes:
+            _refuse_follower(key)
         d = to_dict(self)
         for key, derive in DERIVED.items():
             section, leaf = key.split(".")
@@ -394,7 +399,6 @@ class Config:
 
 # Dotted keys whose unset (None) value is derived from other keys, with that derived value.
 DERIVED: dict[str, Any] = {
-    "model.num_joints": lambda cfg: cfg.data.keypoint_set.num_joints,
     "model.with_ae_loss": lambda cfg: dataclasses.replace(cfg.model, with_ae_loss=None).with_ae_loss,
     **{f"loss.{name}": (lambda cfg, name=name: getattr(LossConfig().for_outputs(cfg.model.num_deconvs + 1), name))
        for name in LOSS_EVERY_OUTPUT},
@@ -402,11 +406,12 @@ DERIVED: dict[str, Any] = {
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict (tuples become lists), suitable for JSON/YAML and checkpoints."""
+    """Plain nested dict (tuples become lists), suitable for JSON/YAML and checkpoints; values that follow
+    another key (``model.num_joints``) are left out."""
 
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v) if "follows" not in f.metadata}
         if isinstance(v, (tuple, list)):
             return [plain(x) for x in v]
         return v
@@ -418,7 +423,7 @@ def from_dict(d: Mapping[str, Any], cls: type = Config, where: str = "") -> Any:
     """Inverse of ``to_dict``; unknown keys are an error naming the key, so typos don't pass silently."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"config{where or ''}: expected a mapping, got {type(d).__name__}")
-    d = _derive_keypoint_fields(d, cls, where)
+    d = _read_old_keypoint_keys(d, cls, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - set(fields))
     if unknown:
@@ -435,31 +440,42 @@ def from_dict(d: Mapping[str, Any], cls: type = Config, where: str = "") -> Any:
         raise ConfigError(f"config{' ' + where if where else ''}: {err}") from None
 
 
-def _derive_keypoint_fields(d: Mapping[str, Any], cls: type, where: str) -> Mapping[str, Any]:
-    """Fill ``model.num_joints`` from ``data.keypoints`` when unset; accept the ``data.flip_index`` that
-    configs written before keypoint sets carry when it is the set's own (an error naming both otherwise)."""
-    if cls is Config:
-        data = d.get("data") or {}
-        model = dict(d.get("model") or {})
-        if model.get("num_joints") is None and isinstance(data, Mapping):
-            try:
-                model["num_joints"] = keypoint_set(data.get("keypoints", DEFAULT_KEYPOINTS)).num_joints
-            except KeyError as err:
-                raise ConfigError(f"data.keypoints: {err.args[0]}") from None
-            except TypeError:
-                return d  # not a name: DataConfig reports the type
-            d = {**d, "model": model}
+def _read_old_keypoint_keys(d: Mapping[str, Any], cls: type, where: str) -> Mapping[str, Any]:
+    """Accept the ``model.num_joints`` and ``data.flip_index`` that files written before keypoint sets carry
+    when they are the set's own, and drop them (they follow ``data.keypoints``); else one error naming both."""
+    if cls is Config and isinstance(d.get("model"), Mapping) and "num_joints" in d["model"]:
+        model = dict(d["model"])
+        num_joints = model.pop("num_joints")
+        data = d.get("data") if isinstance(d.get("data"), Mapping) else {}
+        try:
+            expected = keypoint_set(data.get("keypoints", DEFAULT_KEYPOINTS)).num_joints
+        except (KeyError, TypeError):
+            expected = num_joints  # not a set: DataConfig reports the name
+        if num_joints is not None and num_joints != expected:
+            raise ConfigError(f"model.num_joints is {num_joints} but data.keypoints "
+                              f"{data.get('keypoints', DEFAULT_KEYPOINTS)!r} has {expected} joints; the joint "
+                              "count comes from the keypoint set")
+        d = {**d, "model": model}
     elif cls is DataConfig and "flip_index" in d:
         d = dict(d)
         flip_index = d.pop("flip_index")
         try:
-            expected = keypoint_set(d.get("keypoints", DEFAULT_KEYPOINTS)).flip_index
+            expected_index = keypoint_set(d.get("keypoints", DEFAULT_KEYPOINTS)).flip_index
         except (KeyError, TypeError):
             return d
-        if flip_index is not None and list(flip_index) != list(expected):
+        if flip_index is not None and list(flip_index) != list(expected_index):
             raise ConfigError(f"{where}.flip_index {list(flip_index)} differs from that of {where}.keypoints "
-                              f"({list(expected)}); the flip index comes from the keypoint set")
+                              f"({list(expected_index)}); the flip index comes from the keypoint set")
     return d
+
+
+def _refuse_follower(key: str) -> None:
+    """A dotted key that follows another (``model.num_joints``) cannot be changed on its own."""
+    section, _, leaf = key.rpartition(".")
+    owner = {"model": ModelConfig, "data": DataConfig}.get(section)
+    follows = {f.name: f.metadata.get("follows") for f in dataclasses.fields(owner)} if owner else {}
+    if follows.get(leaf):
+        raise ConfigError(f"{key} follows {follows[leaf]}; change {follows[leaf]} instead")
 
 
 def _typed(value: Any, hint: Any, path: str) -> Any:
@@ -541,11 +557,12 @@ def preset(name: str) -> Config:
                   train=TrainConfig(batch_size=batch_size))
 
 
-def model_config_from_official(extra: Mapping[str, Any], num_joints: int = COCO_17.num_joints,
+def model_config_from_official(extra: Mapping[str, Any], num_joints: int | None = None,
                                tag_per_joint: bool = True, with_ae_loss: tuple[bool, ...] | None = None) -> ModelConfig:
     """Read the official repo's ``MODEL.EXTRA`` block (also the goldens' ``model_tiny.json`` layout).
 
-    Keys may be upper case (official YAML) or lower case.  Structures hhrnet cannot express (branch
+    The joint count is the block's ``NUM_JOINTS`` (the goldens') or ``num_joints`` (the official YAML
+    keeps it in ``MODEL.NUM_JOINTS``).  Keys may be upper case (official YAML) or lower case.  Structures hhrnet cannot express (branch
     widths that do not double, unequal blocks per branch) raise ``ConfigError`` naming the key.
     """
     e = _lower_keys(extra)
@@ -572,6 +589,8 @@ def model_config_from_official(extra: Mapping[str, Any], num_joints: int = COCO_
     cats = {bool(c) for c in deconv.get("cat_output", [True])}
     if len(kernels) > 1 or len(cats) > 1:
         raise ConfigError("MODEL.EXTRA.DECONV: KERNEL_SIZE and CAT_OUTPUT must be the same for every deconv")
+    if e.get("num_joints", num_joints) is None:
+        raise ConfigError("MODEL.EXTRA: no NUM_JOINTS; give num_joints (MODEL.NUM_JOINTS of the official YAML)")
     layer1 = e.get("layer1") or _layer1_from_stage1(e.get("stage1"))
     return ModelConfig(
         width=width,

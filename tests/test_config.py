@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import golden_files
-from hhrnet.config import (COCO_FLIP_INDEX, MULTI_SCALE, ConfigError, LossConfig, ModelConfig, from_dict, load_config,
+from hhrnet.checkpoints import load_model, read_checkpoint
+from hhrnet.config import (MULTI_SCALE, ConfigError, LossConfig, ModelConfig, crowdpose_preset, from_dict, load_config,
                            model_config_from_official, parse_overrides, preset, save_config, to_dict)
-from hhrnet.keypoints import KeypointSet, register
+from hhrnet.keypoints import COCO_17, KeypointSet, register
 
 
 @pytest.mark.parametrize("name,width,size", [("w32_512", 32, 512), ("w32_640", 32, 640),
@@ -75,10 +77,12 @@ def test_official_extra_yaml_layout():
     extra = {"FINAL_CONV_KERNEL": 1, "STEM_INPLANES": 64, "STAGE2": stage(2, 1), "STAGE3": stage(3, 4),
              "STAGE4": stage(4, 3), "DECONV": {"NUM_DECONVS": 1, "NUM_CHANNELS": [32], "KERNEL_SIZE": [4],
                                                "NUM_BASIC_BLOCKS": 4, "CAT_OUTPUT": [True]}}
-    assert model_config_from_official(extra) == preset("w32_512").model
+    assert model_config_from_official(extra, num_joints=17) == preset("w32_512").model
+    with pytest.raises(ConfigError, match="MODEL.EXTRA: no NUM_JOINTS; give num_joints"):
+        model_config_from_official(extra)
     extra["STAGE3"]["NUM_CHANNELS"] = [32, 64, 100]
     with pytest.raises(ConfigError, match="STAGE3.NUM_CHANNELS"):
-        model_config_from_official(extra)
+        model_config_from_official(extra, num_joints=17)
 
 
 @pytest.mark.parametrize("path", golden_files("model_tiny*.json"), ids=lambda p: p.name)
@@ -172,25 +176,46 @@ def test_joint_count_and_flip_index_come_from_the_keypoint_set():
     register(KeypointSet(name="test_three", names=("head", "left_hand", "right_hand"), skeleton=((0, 1), (0, 2)),
                          flip_pairs=((1, 2),), sigmas=(0.05, 0.05, 0.05)))
     cfg = preset("w32_512")
-    assert cfg.data.keypoints == "coco" and cfg.data.flip_index == COCO_FLIP_INDEX and cfg.model.num_joints == 17
+    assert cfg.data.keypoints == "coco" and cfg.data.flip_index == COCO_17.flip_index and cfg.model.num_joints == 17
     three = cfg.override(**{"data.keypoints": "test_three"})
-    assert three.model.num_joints == 3 and three.data.flip_index == (0, 2, 1)
+    assert three.model.num_joints == three.data.num_joints == 3 and three.data.flip_index == (0, 2, 1)
     assert from_dict(to_dict(three)) == three and three.override(**{"data.keypoints": "coco"}) == cfg
-    with pytest.raises(ConfigError, match=r"model.num_joints is 17 but data.keypoints 'test_three' has 3"):
-        from_dict({**to_dict(cfg), "data": {**to_dict(cfg.data), "keypoints": "test_three"}})
+    assert "num_joints" not in to_dict(cfg)["model"] and "flip_index" not in to_dict(cfg)["data"]  # named once
+    assert from_dict({**to_dict(cfg), "data": {**to_dict(cfg.data), "keypoints": "test_three"}}) == three
+    with pytest.raises(ConfigError, match=r"model.num_joints follows data.keypoints; change data.keypoints instead"):
+        cfg.override(**{"model.num_joints": 3})
     with pytest.raises(ConfigError, match="data.keypoints: unknown keypoint set 'nope'"):
         cfg.override(**{"data.keypoints": "nope"})
 
 
 def test_configs_written_before_keypoint_sets_still_load(tmp_path):
-    """Old YAML files and checkpoint-embedded configs carry ``data.flip_index`` and no ``data.keypoints``."""
+    """Old YAML files and checkpoint-embedded configs carry ``model.num_joints`` and ``data.flip_index``, some
+    no ``data.keypoints``: read when they are the set's own, refused naming the key otherwise."""
     old = to_dict(preset("w32_512"))
     del old["data"]["keypoints"]
-    old["data"]["flip_index"] = list(COCO_FLIP_INDEX)
+    old["data"]["flip_index"] = list(COCO_17.flip_index)
+    old["model"]["num_joints"] = 17
     assert from_dict(old) == preset("w32_512")
+    crowd = to_dict(crowdpose_preset())
+    crowd["model"]["num_joints"] = 14
+    assert from_dict(crowd) == crowdpose_preset()
+    crowd["model"]["num_joints"] = 17
+    with pytest.raises(ConfigError, match=r"model.num_joints is 17 but data.keypoints 'crowdpose' has 14 joints"):
+        from_dict(crowd)
     old["data"]["flip_index"] = list(range(17))
     with pytest.raises(ConfigError, match="data.flip_index"):
         from_dict(old)
+
+
+def test_committed_checkpoints_with_old_style_configs_still_load():
+    """The committed CPU weights embed configs written with ``model.num_joints``; they read unchanged."""
+    weights = sorted(Path(__file__).resolve().parents[1].glob("experiments/results/cpu/train/*/seed0/weights.pth"))
+    assert weights
+    for path in weights[:3]:
+        _, embedded = read_checkpoint(path)
+        assert embedded["model"]["num_joints"] == 17
+        model, cfg = load_model(path)
+        assert cfg.model.num_joints == 17 and model.final_layers[0].out_channels == cfg.model.output_channels(0)
 
 
 def test_one_loss_value_applies_to_every_output():

@@ -134,3 +134,60 @@ def test_a_five_joint_set_runs_end_to_end():
     assert maps.heatmaps.shape == (5, SIZE, SIZE) and maps.tags.shape == (5, SIZE, SIZE, 2)  # projected to the input
     [found] = predictor.predict([image])
     assert found.keypoints.shape[1:] == (5, 3)
+
+
+class Poison:
+    """Stands in for a piece of COCO's metadata: any use of it fails the test, naming what was reached."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def _reached(self, *_: object) -> None:
+        raise AssertionError(f"a CrowdPose run reached COCO's {self.what}")
+
+    __iter__ = __len__ = __getitem__ = __eq__ = __hash__ = __bool__ = __array__ = _reached
+
+
+@pytest.fixture
+def poisoned_coco(monkeypatch):
+    """COCO_17's sigmas, flip pairs (so its flip index) and matching order, and the module-level copies of
+    them, poisoned in place: whatever reaches them through the set, a registry lookup or a copy fails."""
+    import hhrnet.config
+    import hhrnet.grouping
+
+    for name in ("sigmas", "flip_pairs", "joint_order"):
+        monkeypatch.setitem(vars(COCO_17), name, Poison(f"{name} (hhrnet.keypoints.COCO_17)"))
+    monkeypatch.setattr(hhrnet.config, "COCO_FLIP_INDEX", Poison("flip index (hhrnet.config.COCO_FLIP_INDEX)"))
+    monkeypatch.setattr(hhrnet.grouping, "COCO_JOINT_ORDER", Poison("joint order (hhrnet.grouping)"))
+    with pytest.raises(AssertionError, match="reached COCO's sigmas"):
+        list(keypoint_set("coco").sigmas)  # the poison works
+
+
+def test_a_crowdpose_run_never_reaches_coco_sigmas_or_flip_pairs(poisoned_coco, tmp_path):
+    """Generate CrowdPose crowds, train a step, load the checkpoint, predict with flip test (aggregate,
+    group), evaluate with the CrowdPose protocol: all with COCO's sigmas, flip pairs and order poisoned."""
+    from hhrnet.checkpoints import load_model
+    from hhrnet.config import crowdpose_preset
+    from hhrnet.data import synthetic as S
+    from hhrnet.engine import train
+    from hhrnet.evaluation import evaluate
+
+    crowds = S.generate(tmp_path / "crowds", 4, 4, size=64, seed=0, config=S.CROWD_SCENES, keypoints="crowdpose",
+                        workers=1)
+    cfg = crowdpose_preset().override(**{
+        "model.width": 4, "model.stage_modules": [1, 1, 1], "model.blocks_per_branch": 1, "model.num_basic_blocks": 1,
+        "input_size": 64, "train.data_root": str(crowds.root), "train.batch_size": 2, "train.workers": 0,
+        "train.max_iters": 1, "train.amp": "off", "test.detection_threshold": 0.0})
+    assert cfg.test.flip_test and cfg.data.keypoint_set.name == "crowdpose"
+    checkpoint = train(cfg, tmp_path / "run", progress=False)
+    model, trained = load_model(checkpoint)
+    assert trained.data.keypoint_set.name == "crowdpose" and trained.model.num_joints == 14
+    predictor = Predictor(model.eval(), trained)
+    metrics = evaluate(predictor, crowds.root, "val", progress=False)
+    assert metrics["images"] == 4 and "AP_hard" in metrics
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    [found] = predictor.predict([image])
+    assert found.keypoints.shape[1:] == (14, 3)
+    coco = trained.override(**{"data.keypoints": "coco"})  # the same call on a COCO config does reach them
+    with pytest.raises(AssertionError, match="reached COCO's flip_pairs"):
+        Predictor(HigherHRNet(coco.model).eval(), coco).predict([image])
