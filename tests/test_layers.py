@@ -35,7 +35,7 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
         (package / f"{name}.py").write_text("")
     (package / "__init__.py").write_text("")
     (package / "keypoints.py").write_text("from hhrnet import cli\n")
-    for name in ("__init__", "notebook", "runner", "results", "plan", "spec", "errors", "provenance"):
+    for name in ("__init__", "notebook", "levers", "runner", "results", "plan", "spec", "errors", "provenance"):
         (package / "study" / f"{name}.py").write_text("")
     config = tmp_path / "pyproject.toml"
     text = (ROOT / "pyproject.toml").read_text()

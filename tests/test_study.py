@@ -146,7 +146,7 @@ def test_smoke_profile_end_to_end(experiments):
 def test_failing_notebook_names_run_and_cell(experiments):
     spec = yaml.safe_load((experiments / "rows.yaml").read_text())
     spec["profiles"]["paper"]["data"]["coco"]["root"] = str(experiments / "no_such_coco")
-    spec["trainings"]["w32_512"].pop("profile_changes")  # no ImageNet download first (offline): the data fails
+    spec["profiles"]["paper"].pop("imagenet_backbones")  # no ImageNet download first (offline): the data fails
     (experiments / "rows.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(StudyError, match=r"train/w32_512/seed0 failed in cell \d+ \(DatasetError"):
         run_study(experiments, "paper", only=["train/w32_512/"], log=lambda *_: None)

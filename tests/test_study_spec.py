@@ -98,11 +98,18 @@ def test_a_profile_can_narrow_the_trainings_it_runs(tmp_path):
     (lambda s: s["trainings"]["crowdpose_w32_512"]["data"].pop("crowdpose"),
      r"trainings.crowdpose_w32_512: its keypoint set is 'crowdpose' but profile 'paper' reads COCO"),
     (lambda s: s["trainings"]["crowdpose_w32_512"]["data"].update(hdf5={}), r"trainings.crowdpose_w32_512.data: unknown key 'hdf5'"),
-    # profile_changes is a shared YAML anchor (imagenet_w32): give this training its own changed copy
     (lambda s: s["trainings"]["crowdpose_w32_512"].update(profile_changes={"paper": {}, "gpu": {}}),
      r"trainings.crowdpose_w32_512.profile_changes: unknown profile 'gpu'"),
     (lambda s: s["trainings"]["crowdpose_w32_512"].update(profile_changes={"paper": {"train.nope": 1}}),
      r"trainings.crowdpose_w32_512.profile_changes.paper: "),
+    (lambda s: s["profiles"]["paper"].update(imagenet_backbones={32: "hrnet_w32_imagenet"}),
+     r"profiles.paper.imagenet_backbones: no backbone for width 48, the width of training 'w48_512'"),
+    (lambda s: s["profiles"]["paper"].update(imagenet_backbones={"w32": "hrnet_w32_imagenet"}),
+     r"profiles.paper.imagenet_backbones: expected a mapping of preset widths to ImageNet backbone names"),
+    (lambda s: s["levers"]["he"].update(training="w64"), r"levers.he.training: unknown training 'w64'"),
+    (lambda s: s["levers"]["he"].update(profile="gpu"), r"levers.he.profile: unknown profile 'gpu'"),
+    (lambda s: s["levers"]["he"].update(changes={"train.nope": 1}), r"levers.he: unknown config key 'train.nope'"),
+    (lambda s: s["levers"]["he"].pop("changes"), r"levers.he: missing key 'changes'"),
     (lambda s: s["families"]["crowds"].update(expect=["crowdpose_w32_512_ss.AP_tiny > crowdpose_w32_512_ss"]),
      r"families.crowds.expect: .*unknown metric 'AP_tiny'"),
     (lambda s: s["families"]["ae_loss"].update(reading="exp is fine"),
@@ -298,7 +305,7 @@ def test_cpu_profiles_plan_the_crowdpose_rows_on_synthetic_crowds():
         for seed in seeds:
             train = runs[f"train/crowdpose_w32_512/seed{seed}"]
             cfg = yaml.safe_load(train.parameters["config_yaml"])
-            assert cfg["data"]["keypoints"] == "crowdpose" and cfg["model"]["num_joints"] == 14
+            assert cfg["data"]["keypoints"] == "crowdpose" and "num_joints" not in cfg["model"]  # it follows the set
             synthetic = json.loads(train.parameters["synthetic_json"])
             assert synthetic["keypoints"] == "crowdpose" and synthetic["scene"]["group_prob"] == 0.9
             profile_data = study.profile_spec(profile).data

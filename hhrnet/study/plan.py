@@ -13,8 +13,8 @@ import yaml
 
 from ..config import Config, ConfigError, preset, to_dict
 from .errors import StudyError
-from .spec import (CocoData, EvaluationSpec, ProfileSpec, StudySpec, TrainingSpec, checkpoint_preset, load_spec,
-                   merged_data)
+from .spec import (CocoData, EvaluationSpec, LeverSpec, ProfileSpec, StudySpec, TrainingSpec, checkpoint_preset,
+                   load_spec, merged_data)
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,9 @@ class Study:
     # From rows.yaml to configurations
 
     def training_config(self, training: str, profile: str, seed: int = 0) -> Config:
-        """The configuration of a training in a profile: preset → row changes → profile scaling → the
-        row's changes for this profile (``profile_changes``); the data is the profile's with the row's over it."""
+        """The configuration of a training in a profile: preset → row changes → profile scaling (with the
+        ImageNet backbone of the preset's width, where the profile names them) → the row's changes for this
+        profile (``profile_changes``); the data is the profile's with the row's over it."""
         if training not in self.definition.trainings:
             raise StudyError(f"unknown training {training!r}")
         spec, prof = self.definition.trainings[training], self.profile_spec(profile)
@@ -88,8 +89,8 @@ class Study:
         width = max(1, round(base.model.width * prof.width))
         size = self.input_size(cfg.input_size, profile)
         scaled = {"name": f"{training}@{profile}", "model.width": width, "input_size": size,
-                  "train.seed": seed, **prof.changes, **spec.profile_changes.get(profile, {}),
-                  **self._data_overrides(profile, training)}
+                  "train.seed": seed, **self._backbone(base.model.width, profile), **prof.changes,
+                  **spec.profile_changes.get(profile, {}), **self._data_overrides(profile, training)}
         try:
             return cfg.override(**scaled)
         except ConfigError as err:
@@ -106,6 +107,39 @@ class Study:
             return preset(checkpoint_preset(ev)).override(name=evaluation, **self._data_overrides(profile), **ev.test)
         except ConfigError as err:
             raise StudyError(f"evaluation {evaluation!r} in profile {profile!r}: {err}") from None
+
+    def lever(self, name: str) -> LeverSpec:
+        if name not in self.definition.levers:
+            raise StudyError(f"unknown lever {name!r}; choose one of {', '.join(self.definition.levers)}")
+        return self.definition.levers[name]
+
+    def lever_config(self, name: str) -> Config:
+        """A lever's configuration: its training in its profile, then ``base`` and ``changes``, on its data
+        (a ``train.pretrained`` path is relative to the experiments folder)."""
+        lever = self.lever(name)
+        changes = {**lever.base, **lever.changes}
+        if "train.pretrained" in changes:
+            changes["train.pretrained"] = str(self.root / changes["train.pretrained"])
+        data = self.lever_data_spec(name)
+        changes.update({f"train.{k}": data[k] for k in ("data_root", "train_split", "val_split")})
+        try:
+            return self.training_config(lever.training, lever.profile).override(**changes)
+        except ConfigError as err:
+            raise StudyError(f"lever {name!r}: {err}") from None
+
+    def lever_data_spec(self, name: str) -> dict[str, Any]:
+        """The data a lever trains on: its profile's, with the lever's ``data`` over it."""
+        lever = self.lever(name)
+        return self._data_of(self.profile_spec(lever.profile), lever)
+
+    def _backbone(self, preset_width: int, profile: str) -> dict[str, Any]:
+        """``train.pretrained`` by the profile's ``imagenet_backbones`` rule (nothing where it has none)."""
+        backbones = self.profile_spec(profile).imagenet_backbones
+        if not backbones:
+            return {}
+        if preset_width not in backbones:
+            raise StudyError(f"profile {profile!r}: imagenet_backbones has no backbone for width {preset_width}")
+        return {"train.pretrained": backbones[preset_width]}
 
     def input_size(self, published: int, profile: str) -> int:
         """A published input size in a profile: its ``input_sizes`` entry, or the size itself."""
@@ -125,7 +159,10 @@ class Study:
         it): the synthetic set (generated on demand) or a COCO-format dataset at a path.
 
         A synthetic set of another keypoint set than COCO's has its own folder (``..._<keypoints>``)."""
-        data = merged_data(self.profile_spec(profile), self.definition.trainings.get(training or ""))
+        return self._data_of(self.profile_spec(profile), self.definition.trainings.get(training or ""))
+
+    def _data_of(self, profile: ProfileSpec, entry: TrainingSpec | LeverSpec | None) -> dict[str, Any]:
+        data = merged_data(profile, entry)
         if isinstance(data, CocoData):
             return {"data_root": data.root, "train_split": data.train_split, "val_split": data.val_split}
         syn = {k: v for k, v in asdict(data).items() if (k != "scene" or v) and (k != "keypoints" or v is not None)}

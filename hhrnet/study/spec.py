@@ -111,6 +111,21 @@ class ProfileSpec:
     changes: Mapping[str, Any] = field(default_factory=dict)
     input_sizes: Mapping[int, int] | None = None
     trainings: tuple[str, ...] | None = None  # None: every training (that ``profiles:`` does not restrict)
+    imagenet_backbones: Mapping[int, str] = field(default_factory=dict)  # preset width -> train.pretrained
+
+
+@dataclass(frozen=True)
+class LeverSpec:
+    """One lever: a study training in one profile with ``base`` then ``changes`` on top, on the profile's
+    data with ``data`` merged over it; with ``pretrain``, a backbone pretraining written to that path."""
+
+    name: str
+    training: str = "w32_512"
+    profile: str = "cpu"
+    base: Mapping[str, Any] = field(default_factory=dict)
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    data: TrainingData = field(default_factory=TrainingData)
+    pretrain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,7 @@ class StudySpec:
     profiles: Mapping[str, ProfileSpec]
     published: Mapping[str, PublishedSource]
     raw: Mapping[str, Any]
+    levers: Mapping[str, LeverSpec] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,6 +202,12 @@ def _sizes(v: Any) -> dict[int, int]:
     return dict(v)
 
 
+def _backbones(v: Any) -> dict[int, str]:
+    if not isinstance(v, Mapping) or not all(isinstance(k, int) and isinstance(x, str) for k, x in v.items()):
+        raise ValueError("expected a mapping of preset widths to ImageNet backbone names")
+    return dict(v)
+
+
 def _preset(v: Any) -> str:
     if v not in preset_names():
         raise ValueError(f"expected a preset ({', '.join(preset_names())})")
@@ -237,11 +259,13 @@ FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), 
                   "compare_published": (_mapping, False)}
 PROFILE: Schema = {"width": (_number, True), "input_sizes": (_sizes, False), "changes": (_mapping, False),
                    "data": (lambda v: v, True), "seeds": (_list_of(_int), True),
-                   "trainings": (_list_of(_str), False)}
+                   "trainings": (_list_of(_str), False), "imagenet_backbones": (_backbones, False)}
 SYNTHETIC: Schema = {"train": (_int, True), "val": (_int, True), "size": (_int, True), "seed": (_int, True),
                      "scene": (_mapping, False), "keypoints": (_keypoints, False)}
 COCO: Schema = {"root": (_str, True), "train_split": (_str, True), "val_split": (_str, True)}
 TRAINING_DATA: Schema = {"synthetic": (lambda v: v, False), "coco": (lambda v: v, False), "crowdpose": (lambda v: v, False)}
+LEVER: Schema = {"training": (_str, False), "profile": (_str, False), "base": (_mapping, False),
+                 "changes": (_mapping, True), "data": (lambda v: v, False), "pretrain": (_str, False)}
 PUBLISHED: Schema = {"source": (_str, True), "url": (_str, True), "rows": (_list_of(_mapping), True)}
 
 
@@ -324,7 +348,8 @@ def load_spec(path: str | Path) -> StudySpec:
                                 f"got {row['label']!r}")
             if "evaluation" in row and row["evaluation"] not in evaluations:
                 raise SpecError(f"{path}: published.{source.name}: row names unknown evaluation {row.get('evaluation')!r}")
-    spec = StudySpec(path, trainings, evaluations, families, profiles, published, raw)
+    levers = {n: _lever(n, lv, f"{path}: levers.{n}", trainings, profiles) for n, lv in (raw.get("levers") or {}).items()}
+    spec = StudySpec(path, trainings, evaluations, families, profiles, published, raw, levers)
     _check_configs(spec)
     _check_references(spec)
     return spec
@@ -346,22 +371,38 @@ def _profile(name: str, entry: Any, where: str) -> ProfileSpec:
 def _training(name: str, entry: Any, where: str) -> TrainingSpec:
     values = _fields(entry, TRAINING, where)
     if "data" in values:
-        data = _fields(values["data"], TRAINING_DATA, f"{where}.data")
-        real = [k for k in ("coco", "crowdpose") if k in data]
-        if len(real) > 1:
-            raise SpecError(f"{where}.data: give one of 'coco' or 'crowdpose' (the real data), not both")
-        synthetic = data.get("synthetic", {})
-        if not isinstance(synthetic, Mapping):
-            raise SpecError(f"{where}.data.synthetic: expected a mapping of synthetic settings, got {synthetic!r}")
-        partial = {k: (check, False) for k, (check, _) in SYNTHETIC.items()}
-        values["data"] = TrainingData(
-            synthetic=_fields(synthetic, partial, f"{where}.data.synthetic"),
-            real=CocoData(**_fields(data[real[0]], COCO, f"{where}.data.{real[0]}")) if real else None)
+        values["data"] = _training_data(values["data"], f"{where}.data")
     return TrainingSpec(name, **values)
 
 
-def merged_data(profile: ProfileSpec, training: TrainingSpec | None) -> SyntheticData | CocoData:
-    """The data a training reads in a profile: the profile's, with the training's ``data`` over it."""
+def _training_data(entry: Any, where: str) -> TrainingData:
+    data = _fields(entry, TRAINING_DATA, where)
+    real = [k for k in ("coco", "crowdpose") if k in data]
+    if len(real) > 1:
+        raise SpecError(f"{where}: give one of 'coco' or 'crowdpose' (the real data), not both")
+    synthetic = data.get("synthetic", {})
+    if not isinstance(synthetic, Mapping):
+        raise SpecError(f"{where}.synthetic: expected a mapping of synthetic settings, got {synthetic!r}")
+    partial = {k: (check, False) for k, (check, _) in SYNTHETIC.items()}
+    return TrainingData(synthetic=_fields(synthetic, partial, f"{where}.synthetic"),
+                        real=CocoData(**_fields(data[real[0]], COCO, f"{where}.{real[0]}")) if real else None)
+
+
+def _lever(name: str, entry: Any, where: str, trainings: Mapping[str, TrainingSpec],
+           profiles: Mapping[str, ProfileSpec]) -> LeverSpec:
+    values = _fields(entry, LEVER, where)
+    if "data" in values:
+        values["data"] = _training_data(values["data"], f"{where}.data")
+    lever = LeverSpec(name, **values)
+    if lever.training not in trainings:
+        raise SpecError(f"{where}.training: unknown training {lever.training!r}")
+    if lever.profile not in profiles:
+        raise SpecError(f"{where}.profile: unknown profile {lever.profile!r} (profiles: {', '.join(profiles)})")
+    return lever
+
+
+def merged_data(profile: ProfileSpec, training: TrainingSpec | LeverSpec | None) -> SyntheticData | CocoData:
+    """The data a training (or lever) reads in a profile: the profile's, with the entry's ``data`` over it."""
     data = profile.data
     if training is None:
         return data
@@ -433,6 +474,10 @@ def _check_references(spec: StudySpec) -> None:
             if runs and prof.input_sizes is not None and size not in prof.input_sizes:
                 raise SpecError(f"{spec.path}: profiles.{name}.input_sizes: no entry for {size}, the input size of "
                                 f"training {t.name!r}")
+            width = preset(t.preset).model.width
+            if runs and prof.imagenet_backbones and width not in prof.imagenet_backbones:
+                raise SpecError(f"{spec.path}: profiles.{name}.imagenet_backbones: no backbone for width {width}, the "
+                                f"width of training {t.name!r}")
 
 
 def checkpoint_preset(ev: EvaluationSpec) -> str:
@@ -462,3 +507,6 @@ def _check_configs(spec: StudySpec) -> None:
               .override(**(base.changes if base else {})).override(**e.test))
     for p in spec.profiles.values():
         check(f"profiles.{p.name}.changes", lambda: preset("w32_512").override(**p.changes))
+    for lv in spec.levers.values():
+        t = spec.trainings[lv.training]
+        check(f"levers.{lv.name}", lambda: preset(t.preset).override(**t.changes).override(**lv.base).override(**lv.changes))
