@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import PRECISIONS, Config, ConfigError, load_config, parse_overrides
+from .config import INPUT_STRIDE, MULTI_SCALE, PRECISIONS, Config, ConfigError, load_config, parse_overrides
 from .keypoints import DEFAULT_KEYPOINTS, registered
 
 
@@ -29,10 +29,10 @@ def positive_int(text: str) -> int:
 
 
 def input_side(text: str) -> int:
-    """argparse type: a network input side, a positive multiple of 32 (the network's coarsest stride)."""
+    """argparse type: a network input side, a positive multiple of the network's coarsest stride."""
     value = positive_int(text)
-    if value % 32:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of 32, got {value}")
+    if value % INPUT_STRIDE:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of {INPUT_STRIDE}, got {value}")
     return value
 
 
@@ -147,7 +147,6 @@ def predictor_from_args(args: argparse.Namespace, **kwargs):
     ``--set test.*``) or else the checkpoint's own, changed only by ``--no-flip`` / ``--multi-scale``."""
     import dataclasses
 
-    from .config import MULTI_SCALE
     from .inference import Predictor
 
     requested = config_from_args(args)
@@ -216,7 +215,7 @@ CHECKPOINT_HELP = ("hhrnet, official or mmpose checkpoint, or a published name (
 def add_test_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help=CHECKPOINT_HELP)
     p.add_argument("--multi-scale", action="store_true",
-                   help="test scales 2, 1, 0.5 (config.MULTI_SCALE, the published multi-scale rows)")
+                   help=f"test scales {', '.join(f'{x:g}' for x in MULTI_SCALE)} (the published multi-scale rows)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="network precision (default: the config's test.precision, fp32); auto = bf16 where the "

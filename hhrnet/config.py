@@ -18,6 +18,7 @@ defines the HRNet baseline (0) or a two-deconv network.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from pathlib import Path
@@ -33,6 +34,13 @@ MULTI_SCALE: tuple[float, ...] = (2.0, 1.0, 0.5)
 
 # ``test.precision``: the network's float precision at test time (``hhrnet.precision`` resolves auto).
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+
+# HRNet halves the input five times (stem 4x, branches to 1/32) and fuses the branches by exact 2x
+# upsampling, so a training input (``input_size``) must divide by its coarsest stride.
+INPUT_STRIDE = 32
+# The test resize (``hhrnet.data.transforms.input_size_at_scale``) rounds sizes up to multiples of this, so
+# only an input size that is one (a study profile's ``input_sizes``) is tested at the size it trained at.
+TEST_SIZE_MULTIPLE = 64
 
 PRESETS: dict[str, tuple[int, int, int]] = {
     # name: (HRNet width C, training input size, images per GPU in mmpose's 0.x configs)
@@ -66,14 +74,36 @@ def _length_error(key: str, got: int, outputs: int) -> ConfigError:
                        f"= {outputs} (leave it unset for the default on every output)")
 
 
-def _check_at_least(section: str, obj: Any, minimum: float, *names: str) -> None:
-    """Each named field is a number >= ``minimum`` (``None`` allowed); else one error naming the key."""
-    for name in names:
-        value = getattr(obj, name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
-            raise ConfigError(f"{section}.{name} must be a number >= {minimum}, got {value!r}")
+# The inclusive range (low, high; None: open) of each numeric setting; ``_check_numbers`` refuses a value
+# outside it or not finite (every number, listed here or not), naming the key.  Tuples are checked per entry.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    **{f"model.{k}": (1, None) for k in ("width", "num_joints", "stem_channels", "layer1_blocks", "layer1_planes",
+                                         "stage_modules", "blocks_per_branch")},
+    "model.num_deconvs": (0, None), "model.num_basic_blocks": (0, None),
+    "test.max_people": (1, None), "test.detection_threshold": (0, None), "test.tag_threshold": (0, None),
+    "data.sigma": (1e-6, None), "data.base_sigma": (1e-6, None), "data.base_size": (1, None),
+    "data.max_people": (1, None), "data.max_rotation": (0, None), "data.max_translate": (0, None),
+    "data.flip_prob": (0, 1), "data.std": (1e-6, None),
+    **{f"loss.{k}": (0, None) for k in ("heatmaps_loss_factor", "push_loss_factor", "pull_loss_factor")},
+    **{f"train.{k}": (1, None) for k in ("epochs", "batch_size", "accumulate", "max_iters", "log_every")},
+    **{f"train.{k}": (0, None) for k in ("lr", "lr_steps", "lr_gamma", "workers", "checkpoint_every", "val_every")},
+}
+
+
+def _check_numbers(section: str, obj: Any) -> None:
+    """Every number of a config section finite and within its ``RANGES`` entry; else one error naming the key."""
+    for f in dataclasses.fields(obj):
+        key, value = f"{section}.{f.name}", getattr(obj, f.name)
+        low, high = RANGES.get(key, (None, None))
+        bounds = "".join([f" >= {low}" if low is not None and high is None else "",
+                          f" between {low} and {high}" if low is not None and high is not None else ""])
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if not math.isfinite(v):
+                raise ConfigError(f"{key} must be a finite number{bounds}, got {value!r}")
+            if (low is not None and v < low) or (high is not None and v > high):
+                raise ConfigError(f"{key} must be a number{bounds}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +140,7 @@ class ModelConfig:
         else:
             object.__setattr__(self, "with_ae_loss", tuple(bool(v) for v in self.with_ae_loss))
         object.__setattr__(self, "stage_modules", tuple(int(v) for v in self.stage_modules))
+        _check_numbers("model", self)
         if len(self.with_ae_loss) != self.num_deconvs + 1:
             raise _length_error("model.with_ae_loss", len(self.with_ae_loss), self.num_deconvs + 1)
         if len(self.stage_modules) != 3:
@@ -118,11 +149,6 @@ class ModelConfig:
             raise ConfigError(f"model.final_conv_kernel must be 1 or 3, got {self.final_conv_kernel}")
         if self.deconv_kernel not in (2, 3, 4):
             raise ConfigError(f"model.deconv_kernel must be 2, 3 or 4, got {self.deconv_kernel}")
-        _check_at_least("model", self, 1, "width", "num_joints", "stem_channels", "layer1_blocks", "layer1_planes",
-                        "blocks_per_branch")
-        _check_at_least("model", self, 0, "num_deconvs", "num_basic_blocks")
-        if min(self.stage_modules) < 1:
-            raise ConfigError(f"model.stage_modules must be at least 1 each, got {self.stage_modules}")
 
     @property
     def tag_channels(self) -> int:
@@ -177,15 +203,13 @@ class TestConfig:
         for name in ("with_heatmaps", "with_tags"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(bool(v) for v in getattr(self, name)))
+        _check_numbers("test", self)
         if not self.scales or any(s <= 0 for s in self.scales) or list(self.scales) != sorted(self.scales, reverse=True):
             raise ConfigError(f"test.scales must be positive and in descending order, got {self.scales}")
         if len(self.scales) > 1 and 1.0 not in self.scales:
             raise ConfigError(f"test.scales must contain 1.0 (tags come from scale 1), got {self.scales}")
         if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
             raise ConfigError(f"test.nms_kernel must be a positive odd number, got {self.nms_kernel}")
-        if self.max_people < 1:
-            raise ConfigError(f"test.max_people must be at least 1, got {self.max_people}")
-        _check_at_least("test", self, 0, "detection_threshold", "tag_threshold")
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -217,6 +241,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("mean", "std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        _check_numbers("data", self)
         try:
             keypoint_set(self.keypoints)
         except KeyError as err:
@@ -226,11 +251,6 @@ class DataConfig:
         if not 0 < self.min_scale <= self.max_scale:
             raise ConfigError(f"data.min_scale/max_scale must satisfy 0 < min <= max, got "
                               f"{self.min_scale}, {self.max_scale}")
-        _check_at_least("data", self, 1e-6, "sigma", "base_sigma", "base_size")
-        _check_at_least("data", self, 1, "max_people")
-        _check_at_least("data", self, 0, "max_rotation", "max_translate", "flip_prob")
-        if any(s <= 0 for s in self.std):
-            raise ConfigError(f"data.std must be positive, got {self.std}")
 
     @property
     def keypoint_set(self) -> KeypointSet:
@@ -273,6 +293,7 @@ class LossConfig:
         for name in LOSS_EVERY_OUTPUT:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
+        _check_numbers("loss", self)
         if self.ae_type not in ("exp", "max"):
             raise ConfigError(f"loss.ae_type must be 'exp' or 'max', got {self.ae_type!r}")
 
@@ -324,16 +345,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_steps", tuple(int(e) for e in self.lr_steps))
+        _check_numbers("train", self)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.init not in ("official", "he"):
             raise ConfigError(f"train.init must be official or he, got {self.init!r}")
         if self.amp not in ("auto", "fp16", "bf16", "off"):
             raise ConfigError(f"train.amp must be auto, fp16, bf16 or off, got {self.amp!r}")
-        if self.batch_size < 1 or self.accumulate < 1:
-            raise ConfigError("train.batch_size and train.accumulate must be at least 1")
-        _check_at_least("train", self, 1, "epochs", "log_every", "max_iters")
-        _check_at_least("train", self, 0, "lr", "workers", "checkpoint_every", "val_every")
         if self.pretrained and self.init_from:
             raise ConfigError("train.pretrained (backbone only) and train.init_from (every weight) exclude "
                               "each other; give one")
@@ -366,12 +384,10 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        # HRNet halves the input five times (stem 4x, branches to 1/32) and fuses the branches by
-        # exact 2x upsampling, so the training input must divide by 32
-        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 32 \
-                or self.input_size % 32:
-            raise ConfigError(f"input_size must be a positive multiple of 32 (the network's coarsest stride), "
-                              f"got {self.input_size!r}")
+        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) \
+                or self.input_size < INPUT_STRIDE or self.input_size % INPUT_STRIDE:
+            raise ConfigError(f"input_size must be a positive multiple of {INPUT_STRIDE} (the network's coarsest "
+                              f"stride), got {self.input_size!r}")
         outputs = self.model.num_deconvs + 1
         if self.model.num_joints != self.data.num_joints:
             object.__setattr__(self, "model", dataclasses.replace(self.model, num_joints=self.data.num_joints))

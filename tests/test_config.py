@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -226,3 +228,39 @@ def test_one_loss_value_applies_to_every_output():
         assert cfg.loss.pull_loss_factor == (0.001,) * (deconvs + 1)
     with pytest.raises(ConfigError, match="push_loss_factor"):
         preset("w32_512").override(**{"loss.push_loss_factor": [0.01, 0.01, 0.01]})
+
+
+def _numeric_keys() -> list[str]:
+    """Every numeric setting of a config (scalars and tuples of numbers, optional ones included)."""
+    cfg, keys = preset("w32_512"), []
+    for section in ("model", "data", "loss", "test", "train"):
+        part = getattr(cfg, section)
+        hints = typing.get_type_hints(type(part))
+        for f in dataclasses.fields(part):
+            hint = str(hints[f.name])
+            if "follows" not in f.metadata and "bool" not in hint and ("int" in hint or "float" in hint):
+                keys.append(f"{section}.{f.name}")
+    return keys
+
+
+@pytest.mark.parametrize("key", _numeric_keys())
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -float("inf")], ids=["inf", "nan", "-inf"])
+def test_every_numeric_value_is_refused_when_not_finite_naming_its_key(key, bad):
+    section, name = key.split(".")
+    current = getattr(getattr(preset("w32_512"), section), name)
+    value = [bad] * len(current) if isinstance(current, tuple) else bad
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}(\[\d+\])? must be ") as err:
+        preset("w32_512").override(**{key: value})
+    assert "\n" not in str(err.value)
+
+
+def test_numbers_out_of_range_are_refused_with_the_range():
+    assert "train.lr" in _numeric_keys() and "data.flip_prob" in _numeric_keys() and len(_numeric_keys()) > 30
+    for key, value, message in [("train.lr", -1e-3, "train.lr must be a number >= 0, got -0.001"),
+                                ("data.flip_prob", 1.5, "data.flip_prob must be a number between 0 and 1, got 1.5"),
+                                ("loss.push_loss_factor", [-1.0], r"loss.push_loss_factor must be a number >= 0"),
+                                ("model.stage_modules", [1, 0, 1], r"model.stage_modules must be a number >= 1")]:
+        with pytest.raises(ConfigError, match=re.escape(message) if "(" not in message else message):
+            preset("w32_512").override(**{key: value})
+    with pytest.raises(ConfigError, match=r"^train.lr must be a finite number >= 0, got inf$"):  # as --set writes it
+        load_config("w32_512", parse_overrides(["train.lr=.inf"]))

@@ -15,7 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from hhrnet.config import DataConfig
+from hhrnet.config import TEST_SIZE_MULTIPLE, DataConfig
 
 ArrayLike = Sequence[float] | np.ndarray
 
@@ -158,17 +158,18 @@ def input_size_at_scale(image_hw: tuple[int, int], input_size: int, scale: float
                     min_scale: float) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
     """Network input ``(w, h)``, ``center`` and ``scale_200`` (x, y) for one test scale (reference).
 
-    Sizes are multiples of 64 at ``min_scale`` (so every scale's outputs line up after resizing),
+    Sizes are multiples of ``TEST_SIZE_MULTIPLE`` (64) at ``min_scale`` (so every scale's outputs line up after resizing),
     multiplied by ``scale / min_scale``; the short side follows the input size, the long side keeps the
-    aspect ratio rounded up to 64, and the scale's long component is widened to match (padding).
+    aspect ratio rounded up to that multiple, and the scale's long component is widened to match (padding).
     """
     height, width = int(image_hw[0]), int(image_hw[1])
     center = np.array([int(width / 2.0 + 0.5), int(height / 2.0 + 0.5)], dtype=np.float64)
-    min_input = int((min_scale * input_size + 63) // 64 * 64)
+    step = TEST_SIZE_MULTIPLE
+    min_input = int((min_scale * input_size + step - 1) // step * step)
     factor = scale / min_scale
     short, long = (width, height) if width < height else (height, width)
     short_resized = int(min_input * factor)
-    long_resized = int(int((min_input / short * long + 63) // 64 * 64) * factor)
+    long_resized = int(int((min_input / short * long + step - 1) // step * step) * factor)
     short_scale = short / 200.0
     long_scale = long_resized / short_resized * short / 200.0
     if width < height:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from ..config import ConfigError, preset, preset_names
+from ..config import TEST_SIZE_MULTIPLE, ConfigError, preset, preset_names
 from ..hub import REGISTRY
 from ..keypoints import registered
 from .errors import SpecError
@@ -99,8 +99,8 @@ class CocoData:
 class ProfileSpec:
     """How a profile scales every training: a width factor, input sizes, changes, data, seeds.
 
-    ``input_sizes`` maps each published input size to the profile's (multiples of 64, the sizes the
-    test resize keeps); without it the published sizes are used.  Every training runs once per seed;
+    ``input_sizes`` maps each published input size to the profile's (multiples of ``TEST_SIZE_MULTIPLE``,
+    the sizes the test resize keeps); without it the published sizes are used.  Every training runs once per seed;
     ``trainings`` narrows a profile to some trainings (a short profile that still shows learning).
     """
 
@@ -196,9 +196,10 @@ def _sizes(v: Any) -> dict[int, int]:
     if not isinstance(v, Mapping) or not all(isinstance(k, int) and isinstance(x, int) and not isinstance(x, bool)
                                              for k, x in v.items()):
         raise ValueError("expected a mapping of published input sizes to sizes")
-    bad = [x for x in v.values() if x < 64 or x % 64]
+    bad = [x for x in v.values() if x < TEST_SIZE_MULTIPLE or x % TEST_SIZE_MULTIPLE]
     if bad:
-        raise ValueError(f"sizes must be positive multiples of 64 (the sizes the test resize keeps), not {bad[0]}")
+        raise ValueError(f"sizes must be positive multiples of {TEST_SIZE_MULTIPLE} (the sizes the test resize "
+                         f"keeps), not {bad[0]}")
     return dict(v)
 
 
