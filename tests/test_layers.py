@@ -28,9 +28,9 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     """The contract bites: a package whose bottom layer imports its top is refused, naming the import."""
     package = tmp_path / "hhrnet"
     (package / "study").mkdir(parents=True)
-    names = ["__main__", "cli", "pretrain", "engine", "diagnostics", "failures", "predict", "inference", "viz",
-             "stats", "evaluation", "grouping", "_refine_tiles", "data", "checkpoints", "model", "losses", "io",
-             "hub", "targets", "config"]
+    names = ["__main__", "cli", "pretrain", "engine", "diagnostics", "failures", "predict", "inference", "stats",
+             "evaluation", "poses", "grouping", "_refine_tiles", "trained_on", "viz", "data", "checkpoints", "model",
+             "losses", "images", "io", "hub", "targets", "config"]
     for name in names:
         (package / f"{name}.py").write_text("")
     (package / "__init__.py").write_text("")
