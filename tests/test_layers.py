@@ -30,12 +30,13 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     (package / "study").mkdir(parents=True)
     names = ["__main__", "cli", "pretrain", "engine", "diagnostics", "failures", "predict", "inference", "stats",
              "evaluation", "poses", "grouping", "_refine_tiles", "trained_on", "viz", "data", "checkpoints", "model",
-             "losses", "images", "io", "hub", "targets", "config"]
+             "losses", "images", "precision", "io", "hub", "targets", "config"]
     for name in names:
         (package / f"{name}.py").write_text("")
     (package / "__init__.py").write_text("")
     (package / "keypoints.py").write_text("from hhrnet import cli\n")
-    for name in ("__init__", "notebook", "levers", "runner", "results", "plan", "spec", "errors", "provenance"):
+    for name in ("__init__", "notebook", "levers", "runner", "results", "preregistration", "plan", "spec", "errors",
+                 "provenance", "claims"):
         (package / "study" / f"{name}.py").write_text("")
     config = tmp_path / "pyproject.toml"
     text = (ROOT / "pyproject.toml").read_text()
