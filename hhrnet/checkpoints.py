@@ -29,12 +29,13 @@ from typing import Any, Mapping
 
 import torch
 
-from .config import Config, ConfigError, ModelConfig, from_dict, preset
+from .config import Config, ConfigError, ModelConfig, from_dict, preset, to_dict
 from .hub import REGISTRY, CheckpointError, fetch
-from .io import HHRNET_FORMAT, atomic_torch_save, checkpoint_payload  # noqa: F401 (atomic_torch_save re-exported)
+from .io import atomic_torch_save, atomic_write, refuse_overlap
 from .keypoints import keypoint_set, registered
 from .model import HigherHRNet
 
+HHRNET_FORMAT = "hhrnet"
 PREFIXES = ("module.", "backbone.", "keypoint_head.")
 SHOW = 5  # keys listed per category in a mismatch message
 
@@ -221,6 +222,11 @@ def load_model(path: str | Path, config: Config | str | None = None) -> tuple[Hi
     return model.eval(), cfg
 
 
+def checkpoint_payload(cfg: Config, model_state: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """The one layout of an hhrnet checkpoint: format tag, config as a plain dict, state dict, extras."""
+    return {"format": HHRNET_FORMAT, "config": to_dict(cfg), "model": model_state, **extra}
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, **extra: Any) -> Path:
     """Write an hhrnet checkpoint atomically (temp file + rename): a crash never leaves half a file."""
     return atomic_torch_save(checkpoint_payload(cfg, model.state_dict(), **extra), path)
@@ -239,6 +245,7 @@ def save_half(src: str | Path, dst: str | Path) -> Path:
 
 def convert(src: str | Path, dst: str | Path, config: Config | str | None = None) -> tuple[Config, str]:
     """Official/mmpose/hhrnet checkpoint → hhrnet checkpoint with its config embedded (verified by a strict load)."""
+    refuse_overlap([dst], [src], "destination")
     state, cfg, note = resolve_config(src, config)
     model = HigherHRNet(cfg.model)
     load_state_dict_strict(model, state, source=str(src))
@@ -249,18 +256,17 @@ def convert(src: str | Path, dst: str | Path, config: Config | str | None = None
 def export_onnx(model: HigherHRNet, path: str | Path, input_hw: tuple[int, int] = (512, 512), opset: int = 17) -> Path:
     """The network alone as ONNX (outputs ``out0``, ``out1``, ...); grouping stays in Python.
 
-    Batch, height and width are dynamic axes, so one file serves every test scale.
+    Batch, height and width are dynamic axes, so one file serves every test scale.  Written atomically:
+    a failed export (a full disk included) leaves an existing file at ``path`` whole.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     names = [f"out{i}" for i in range(model.cfg.num_deconvs + 1)]
     dynamic = {n: {0: "batch", 2: f"{n}_height", 3: f"{n}_width"} for n in names}
     dynamic["image"] = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
-        torch.onnx.export(model.eval(), torch.zeros(1, 3, *input_hw), str(path), input_names=["image"],
-                          output_names=names, dynamic_axes=dynamic, opset_version=opset, dynamo=False)
-    return path
+        return atomic_write(path, lambda f: torch.onnx.export(
+            model.eval(), torch.zeros(1, 3, *input_hw), f, input_names=["image"], output_names=names,
+            dynamic_axes=dynamic, opset_version=opset, dynamo=False))
 
 
 BACKBONE_PREFIXES = ("conv1.", "bn1.", "conv2.", "bn2.", "layer1.", "transition", "stage")

@@ -14,7 +14,10 @@ import warnings
 from pathlib import Path
 
 from .config import INPUT_STRIDE, MULTI_SCALE, PRECISIONS, Config, ConfigError, load_config, parse_overrides
+from .io import refuse_overlap
 from .keypoints import DEFAULT_KEYPOINTS, registered
+
+MAX_MESSAGE = 400  # characters of an error line: a message quoting hostile input stays readable
 
 
 def positive_int(text: str) -> int:
@@ -83,6 +86,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .checkpoints import export_onnx, load_model
 
+    refuse_overlap([args.onnx], [args.checkpoint], "--onnx")
     model, cfg = load_model(args.checkpoint, config_from_args(args))
     size = args.input_size or cfg.input_size
     export_onnx(model, args.onnx, (size, size))
@@ -307,19 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def one_line(err: BaseException) -> str:
-    """An exception as one line: its message (first line), or its type when it has none."""
-    import yaml
-
+    """An exception as one line of bounded length: its message (first line), or its type when it has none."""
     text = str(err).strip()
-    cause = err.__context__
-    if isinstance(err, ConfigError) and isinstance(cause, yaml.MarkedYAMLError) and (cause.problem_mark or cause.context_mark):
-        # a YAML syntax error behind a config error ("FILE: not valid YAML/JSON (...)"): file, line and column
-        mark = cause.problem_mark or cause.context_mark
-        where = text.partition(": ")[0] if mark.name.startswith("<") else mark.name
-        return f"{where}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {cause.problem or cause.context}"
     if isinstance(err, KeyError) and text:
         text = f"missing key {text}"
     first = text.splitlines()[0] if text else type(err).__name__
+    if len(first) > MAX_MESSAGE:
+        first = first[:MAX_MESSAGE - 3] + "..."
     return first + (" (more with --debug)" if len(text.splitlines()) > 1 else "")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .io import atomic_write, load_yaml
 from .keypoints import COCO_17, DEFAULT_KEYPOINTS, KeypointSet, keypoint_set
 
 COCO_FLIP_INDEX: tuple[int, ...] = COCO_17.flip_index  # imported by the golden tests (tests/test_inference.py)
@@ -641,18 +642,13 @@ def _lower_keys(d: Any) -> Any:
 
 def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> Config:
     """A preset name or a YAML/JSON file written by ``save_config``, with optional dotted overrides."""
-    import yaml  # local: only needed when reading files
-
     if spec in preset_names():
         cfg = preset(spec)
     else:
         path = Path(spec)
         if not path.is_file():
             raise ConfigError(f"{spec!r} is neither a preset ({', '.join(preset_names())}) nor a config file")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML/JSON ({err})") from None
+        data = load_yaml(path, ConfigError)
         try:
             cfg = from_dict(data)
         except ConfigError as err:
@@ -664,10 +660,7 @@ def save_config(cfg: Config, path: str | Path) -> Path:
     """YAML that ``load_config`` reads back to an equal ``Config``."""
     import yaml
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return path
+    return atomic_write(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -1,19 +1,14 @@
 """The training loop: one process, or many through ``torchrun`` (PyTorch DDP), with exact resume.
 
 ``train(cfg, out_dir)`` is the whole story, top to bottom: set up the process group (when launched by
-torchrun), build model, loss, optimiser and data, then loop over epochs and iterations with the
-learning rate of ``TrainConfig.lr_at``.  A run directory holds
-
-* ``config.yaml``  the full configuration of the run;
-* ``last.pth``     model + optimiser + grad scaler + RNG states + position, rewritten atomically
-                   every ``checkpoint_every`` iterations and at every epoch end (also loadable as a
-                   model by ``checkpoints.load_model``);
-* ``metrics.jsonl`` one JSON line per logged iteration (loss terms per resolution, lr, images/s, precision) and
-                   per validation.
-
-A run folder that already holds a run is refused unless ``resume`` (continue it) or ``overwrite``
-(replace it).  SIGINT / SIGTERM finish the current iteration, write ``last.pth`` for it and stop with
-``TrainingInterrupted``; ``--resume`` then continues exactly as if nothing had happened.
+torchrun); check the run folder, the data and the schedule; build (or restore) model, loss, optimiser;
+only then write the run folder (``hhrnet.rundir``: ``config.yaml``, ``last.pth``, ``metrics.jsonl``);
+then loop over epochs and iterations with the learning rate of ``TrainConfig.lr_at``.  ``last.pth`` is
+rewritten atomically every ``checkpoint_every`` iterations and at every epoch end, never with
+non-finite weights; a non-finite learning rate or loss stops the run naming the last good checkpoint.
+SIGINT / SIGTERM finish the current iteration, write ``last.pth`` for it and stop with
+``TrainingInterrupted``; ``--resume`` then continues exactly as if nothing had happened, its training
+clock (``train_seconds``) continuing from the checkpoint's.
 
 Exactness: the augmentation of a sample depends only on ``(seed, epoch, index)`` and every process
 (or accumulation step) reads a fixed shard of a seeded permutation (``DistributedSampler`` with
@@ -26,45 +21,34 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import signal
-import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from .checkpoints import check_keypoints, load_file, load_pretrained_backbone, load_state_dict_strict, read_checkpoint
-from .config import Config, from_dict, save_config, to_dict
+from .checkpoints import (check_keypoints, checkpoint_payload, load_pretrained_backbone, load_state_dict_strict,
+                          read_checkpoint)
+from .config import Config
 from .data.coco import CocoKeypoints
-from .io import append_jsonl, atomic_torch_save, checkpoint_payload, read_jsonl, remove_stale_temps, write_jsonl
+from .io import append_jsonl, atomic_torch_save
 from .losses import MultiResolutionLoss
 from .model import HigherHRNet
 from .precision import precision_of, training_dtype
+from .rundir import (CHECKPOINT, METRICS, ResumeMismatchError, RunExistsError, TrainingError, check_run_dir,
+                     read_metrics, rng_state, set_rng_state, start_run_dir, train_seconds)
 from .trained_on import training_data
 
-CHECKPOINT = "last.pth"
-METRICS = "metrics.jsonl"
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue (bad resume state, non-finite loss)."""
-
-
-class RunExistsError(TrainingError):
-    """The run folder already holds a run and neither resume nor overwrite was asked for."""
-
-
-class ResumeMismatchError(TrainingError):
-    """``resume`` found a checkpoint written with a different configuration."""
+# the training API: the loop here, what a run folder holds and the errors of both from hhrnet.rundir
+__all__ = ["train", "TrainingInterrupted", "TrainingError", "RunExistsError", "ResumeMismatchError",
+           "read_metrics", "train_seconds", "CHECKPOINT", "METRICS"]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -154,104 +138,8 @@ def iterations_per_epoch(num_images: int, cfg: Config, world: int) -> int:
     return per_shard // cfg.train.batch_size
 
 
-# --------------------------------------------------------------------------------------------------
-# Checkpoints: everything needed to continue exactly, written atomically.
-
-
-def rng_state() -> dict[str, Any]:
-    """Global RNG states as tensors and plain values (readable with ``weights_only=True``)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_tuples(state["python"]))
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuples(x: Any) -> Any:
-    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        scaler: torch.amp.GradScaler, cfg: Config, epoch: int, iteration: int) -> None:
-    atomic_torch_save(checkpoint_payload(
-        cfg, unwrap(model).state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-        rng=rng_state(), epoch=epoch, iteration=iteration, data=training_data(cfg)), path)
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-RESUME_MAY_CHANGE = ("train.max_iters", "train.workers", "train.log_every", "train.checkpoint_every", "train.val_every")
-
-
-def config_changes(old: Config, new: Config) -> list[str]:
-    """Dotted keys whose values differ, except run mechanics that a resumed run may change."""
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    a, b = flat(to_dict(old)), flat(to_dict(new))
-    return [k for k in a if a[k] != b.get(k) and k not in RESUME_MAY_CHANGE]
-
-
-def load_training_state(path: Path) -> dict[str, Any]:
-    state = load_file(path)
-    if not isinstance(state, dict):
-        raise TrainingError(f"{path}: not a training checkpoint")
-    missing = {"model", "optimizer", "scaler", "rng", "epoch", "iteration", "config"} - set(state)
-    if missing:
-        raise TrainingError(f"{path}: not a training checkpoint (missing {', '.join(sorted(missing))})")
-    return state
-
-
-# --------------------------------------------------------------------------------------------------
-# Metrics: JSON lines, trimmed on resume so that recomputed iterations are not logged twice.
-
-
-def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    append_jsonl(path, row)
-
-
-def trim_metrics(path: Path, last_iteration: int) -> None:
-    """Keep the rows up to ``last_iteration`` (a torn last line from a crash is dropped too)."""
-    if path.exists():
-        write_jsonl(path, [r for r in read_jsonl(path, warn=_warn) if r.get("iter", 0) <= last_iteration])
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    return read_jsonl(Path(run_dir) / METRICS, warn=_warn)
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
-RUN_FILES = (CHECKPOINT, METRICS, "config.yaml")
-
-
-def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder; remove what ``overwrite`` replaces and stale temp files."""
-    existing = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if existing and not resume:
-        if not overwrite:
-            raise RunExistsError(f"{out_dir} already holds a run ({', '.join(existing)}); use --resume to "
-                                 "continue it or --overwrite to replace it")
-        for name in existing:
-            (out_dir / name).unlink()
-    remove_stale_temps(out_dir)
 
 
 class StopSignals:
@@ -281,7 +169,7 @@ class StopSignals:
 
 
 # --------------------------------------------------------------------------------------------------
-# The loop.
+# What the loop works on, built (or restored) before the run folder is touched.
 
 
 def memory_format(cfg: Config) -> torch.memory_format:
@@ -310,111 +198,179 @@ def build_model(cfg: Config, rt: Runtime, network: Callable[[Config], nn.Module]
     return model
 
 
+def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                        cfg: Config, epoch: int, iteration: int, seconds: float = 0.0) -> None:
+    """Everything ``--resume`` needs to continue exactly, with the run's clock and its data record, atomically."""
+    atomic_torch_save(checkpoint_payload(
+        cfg, unwrap(model).state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+        rng=rng_state(), epoch=epoch, iteration=iteration, train_seconds=seconds, data=training_data(cfg)), path)
+
+
+@dataclass
+class Run:
+    """One training run in progress: where it runs and writes, what it trains, where it stands, its clock."""
+
+    cfg: Config
+    rt: Runtime
+    out_dir: Path
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    per_epoch: int
+    total: int
+    epoch: int = 0
+    iteration: int = 0
+    seconds_before: float = 0.0  # training time of the earlier segments of a resumed run
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+    def seconds(self) -> float:
+        """Training time of the whole run so far, across resumes."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def save(self) -> None:
+        """``last.pth`` for the current iteration; non-finite weights are refused, keeping the last good one."""
+        params = unwrap(self.model).parameters()
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise TrainingError(f"the weights became non-finite at iteration {self.iteration} (epoch {self.epoch}); "
+                                f"{self.checkpoint} keeps the last good checkpoint")
+        save_training_state(self.checkpoint, self.model, self.optimizer, self.scaler, self.cfg, self.epoch,
+                            self.iteration, self.seconds())
+
+    def log(self, row: dict[str, Any]) -> None:
+        append_jsonl(self.out_dir / METRICS, {"iter": self.iteration, "epoch": self.epoch, **row,
+                                              "train_seconds": round(self.seconds(), 3)})
+
+
+def training_schedule(num_images: int, cfg: Config, world: int) -> tuple[int, int]:
+    """``(iterations per epoch, total iterations)``; a dataset smaller than one step is refused."""
+    per_epoch = iterations_per_epoch(num_images, cfg, world)
+    if per_epoch == 0:
+        raise TrainingError(f"{num_images} training images are fewer than one step of "
+                            f"{cfg.train.batch_size} × {world} processes × {cfg.train.accumulate} accumulation")
+    total = per_epoch * cfg.train.epochs
+    return per_epoch, total if cfg.train.max_iters is None else min(total, cfg.train.max_iters)
+
+
+def build_run(cfg: Config, rt: Runtime, out_dir: Path, schedule: tuple[int, int],
+              network: Callable[[Config], nn.Module] | None, criterion: nn.Module | None,
+              resumed: dict[str, Any] | None) -> Run:
+    """Network (pretrained weights fetched here), loss, optimiser and scaler, restored from ``resumed`` if given."""
+    model = build_model(cfg, rt, network)
+    amp_dtype = autocast_dtype(cfg.train.amp, rt.device)
+    run = Run(cfg, rt, out_dir, model, criterion if criterion is not None else MultiResolutionLoss(cfg.loss, cfg.model),
+              torch.optim.Adam(model.parameters(), lr=cfg.train.base_lr), torch.amp.GradScaler(
+                  rt.device.type, enabled=amp_dtype == torch.float16), amp_dtype, *schedule)
+    if resumed is not None:
+        restore(run, resumed)
+    return run
+
+
+def restore(run: Run, state: dict[str, Any]) -> None:
+    """Continue exactly where ``state`` stopped; a checkpoint that does not fit is one error naming it."""
+    load_state_dict_strict(unwrap(run.model), state["model"], source=str(run.checkpoint))
+    try:
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        run.epoch, run.iteration = int(state["epoch"]), int(state["iteration"])
+        run.seconds_before = float(state.get("train_seconds", 0.0))
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as err:
+        detail = f"missing key {err}" if isinstance(err, KeyError) else str(err).strip().splitlines()[0][:200]
+        raise TrainingError(f"{run.checkpoint}: its optimiser, scaler or RNG state does not fit ({detail})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop.
+
+
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True,
           dataset: CocoKeypoints | None = None, network: Callable[[Config], nn.Module] | None = None,
           criterion: nn.Module | None = None, overwrite: bool = False) -> Path:
     """Train ``cfg`` into ``out_dir`` (resuming from its ``last.pth`` if asked); returns the checkpoint.
 
-    ``network`` and ``criterion`` replace HigherHRNet and its loss (backbone pretraining uses them).
+    Every check (folder, resume state, data, schedule, pretrained and init weights) comes before the
+    first write, so a refused run leaves the folder as it was.  ``network`` and ``criterion`` replace
+    HigherHRNet and its loss (backbone pretraining uses them).
     """
-    with StopSignals() as stop:
-        return _train(cfg, Path(out_dir), resume, progress, dataset, network, criterion, overwrite, stop)
-
-
-def _train(cfg: Config, out_dir: Path, resume: bool, progress: bool, dataset: CocoKeypoints | None,
-           network: Callable[[Config], nn.Module] | None, criterion: nn.Module | None, overwrite: bool,
-           stop: StopSignals) -> Path:
-    rt = start_runtime()
     out_dir = Path(out_dir)
-    ckpt_path, metrics_path = out_dir / CHECKPOINT, out_dir / METRICS
-    epoch, iteration = 0, 0
-    resumed = None
-    if resume:
-        if not ckpt_path.exists():
-            raise TrainingError(f"--resume: no {CHECKPOINT} in {out_dir}")
-        resumed = load_training_state(ckpt_path)
-        changed = config_changes(from_dict(resumed["config"]), cfg)
-        if changed:
-            raise ResumeMismatchError(f"--resume: {ckpt_path} was written with a different config "
-                                f"({', '.join(changed)}); only {', '.join(RESUME_MAY_CHANGE)} may change")
-        epoch, iteration = resumed["epoch"], resumed["iteration"]
-    if rt.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        prepare_run_dir(out_dir, resume, overwrite)
-        save_config(cfg, out_dir / "config.yaml")
-        trim_metrics(metrics_path, iteration) if resume else metrics_path.unlink(missing_ok=True)
+    with StopSignals() as stop:
+        rt = start_runtime()
+        resumed = check_run_dir(out_dir, cfg, resume, overwrite)
+        if dataset is None:
+            dataset = CocoKeypoints.from_config(cfg, train=True, root=cfg.train.data_root,
+                                                split=cfg.train.train_split, seed=cfg.train.seed)
+        schedule = training_schedule(len(dataset), cfg, rt.world)
+        run = build_run(cfg, rt, out_dir, schedule, network, criterion, resumed)
+        if rt.is_main:
+            start_run_dir(out_dir, cfg, run.iteration if resumed is not None else None)
+        run_loop(run, dataset, stop, progress)
+        if rt.world > 1:
+            dist.barrier()
+        return run.checkpoint
 
-    model = build_model(cfg, rt, network)
-    criterion = criterion if criterion is not None else MultiResolutionLoss(cfg.loss, cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.base_lr)
-    amp_dtype = autocast_dtype(cfg.train.amp, rt.device)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=amp_dtype == torch.float16)
-    if resumed is not None:
-        unwrap(model).load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scaler.load_state_dict(resumed["scaler"])
-        set_rng_state(resumed["rng"])
 
-    if dataset is None:
-        dataset = CocoKeypoints.from_config(cfg, train=True, root=cfg.train.data_root, split=cfg.train.train_split,
-                                            seed=cfg.train.seed)
-    per_epoch = iterations_per_epoch(len(dataset), cfg, rt.world)
-    if per_epoch == 0:
-        raise TrainingError(f"{len(dataset)} training images are fewer than one step of "
-                            f"{cfg.train.batch_size} × {rt.world} processes × {cfg.train.accumulate} accumulation")
-    total = per_epoch * cfg.train.epochs
-    if cfg.train.max_iters is not None:
-        total = min(total, cfg.train.max_iters)
-    bar = _progress(total, iteration, enabled=progress and rt.is_main)
-    images_per_step = cfg.train.batch_size * rt.world * cfg.train.accumulate
-
-    model.train()
-    window = (iteration, time.perf_counter())
-    while iteration < total:
-        dataset.set_epoch(epoch)
-        loaders = shard_loaders(dataset, cfg, rt, epoch, iteration - epoch * per_epoch)
+def run_loop(run: Run, dataset: CocoKeypoints, stop: StopSignals, progress: bool) -> None:
+    """Epochs of iterations until ``run.total``; a checkpoint at every epoch end, a validation where asked."""
+    cfg, rt = run.cfg, run.rt
+    bar = _progress(run.total, run.iteration, enabled=progress and rt.is_main)
+    run.model.train()
+    window = (run.iteration, time.perf_counter())
+    while run.iteration < run.total:
+        dataset.set_epoch(run.epoch)
+        loaders = shard_loaders(dataset, cfg, rt, run.epoch, run.iteration - run.epoch * run.per_epoch)
         for micro_batches in zip(*loaders):
-            lr = cfg.train.lr_at(iteration, per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            log = accumulate_gradients(model, criterion, micro_batches, rt, amp_dtype, scaler, memory_format(cfg))
-            if not math.isfinite(log["total"]):
-                raise TrainingError(f"loss became {log['total']} at iteration {iteration} (epoch {epoch}); "
-                                    f"the last good checkpoint is {ckpt_path}")
-            scaler.step(optimizer)
-            scaler.update()
-            iteration += 1
+            log = step(run, micro_batches)
             if rt.is_main:
                 bar.update(1)
-                bar.set_postfix(loss=f"{log['total']:.4g}", lr=f"{lr:.2e}", refresh=False)
-                if iteration % cfg.train.log_every == 0 or iteration == total:
+                bar.set_postfix(loss=f"{log['total']:.4g}", lr=f"{log['lr']:.2e}", refresh=False)
+                if run.iteration % cfg.train.log_every == 0 or run.iteration == run.total:
                     now = time.perf_counter()  # throughput over the whole log window, data loading included
-                    rate = images_per_step * (iteration - window[0]) / (now - window[1])
-                    append_metrics(metrics_path, {"iter": iteration, "epoch": epoch, "lr": lr, **log,
-                                                  "images_per_s": rate, "precision": precision_of(amp_dtype)})
-                    window = (iteration, now)
-                if cfg.train.checkpoint_every and iteration % cfg.train.checkpoint_every == 0:
-                    save_training_state(ckpt_path, model, optimizer, scaler, cfg, epoch, iteration)
-            if _stop_requested(stop, rt) and iteration < total:
+                    images = cfg.train.batch_size * rt.world * cfg.train.accumulate * (run.iteration - window[0])
+                    run.log({**log, "images_per_s": images / (now - window[1]),
+                             "precision": precision_of(run.amp_dtype)})
+                    window = (run.iteration, now)
+                if cfg.train.checkpoint_every and run.iteration % cfg.train.checkpoint_every == 0:
+                    run.save()
+            if _stop_requested(stop, rt) and run.iteration < run.total:
+                bar.close()
                 if rt.is_main:
-                    bar.close()
-                    save_training_state(ckpt_path, model, optimizer, scaler, cfg, epoch, iteration)
-                raise TrainingInterrupted(f"{stop.requested or 'a signal'} at iteration {iteration} of {total}; "
-                                          f"{ckpt_path} holds it: continue with --resume")
-            if iteration >= total:
+                    run.save()
+                raise TrainingInterrupted(f"{stop.requested or 'a signal'} at iteration {run.iteration} of "
+                                          f"{run.total}; {run.checkpoint} holds it: continue with --resume")
+            if run.iteration >= run.total:
                 break
         else:  # the epoch ran to its end
-            epoch += 1
+            run.epoch += 1
         if rt.is_main:
-            save_training_state(ckpt_path, model, optimizer, scaler, cfg, epoch, iteration)
-            if cfg.train.val_every and epoch % cfg.train.val_every == 0 and iteration % per_epoch == 0:
-                append_metrics(metrics_path, {"iter": iteration, "epoch": epoch, **validate(unwrap(model), cfg)})
-                model.train()
+            run.save()
+            if cfg.train.val_every and run.epoch % cfg.train.val_every == 0 and run.iteration % run.per_epoch == 0:
+                run.log(validate(unwrap(run.model), cfg))
+                run.model.train()
     bar.close()
-    if rt.world > 1:
-        dist.barrier()
-    return ckpt_path
+
+
+def step(run: Run, micro_batches: tuple[dict, ...]) -> dict[str, float]:
+    """One optimiser step at the schedule's learning rate; a non-finite rate or loss stops the run by name."""
+    lr = run.cfg.train.lr_at(run.iteration, run.per_epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.optimizer.zero_grad(set_to_none=True)
+    log = accumulate_gradients(run.model, run.criterion, micro_batches, run.rt, run.amp_dtype, run.scaler,
+                               memory_format(run.cfg))
+    for name, value in (("learning rate", lr), ("loss", log["total"])):
+        if not math.isfinite(value):
+            raise TrainingError(f"{name} became {value} at iteration {run.iteration} (epoch {run.epoch}); "
+                                f"the last good checkpoint is {run.checkpoint}")
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.iteration += 1
+    return {"lr": lr, **log}
 
 
 def _stop_requested(stop: StopSignals, rt: Runtime) -> bool:

@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .io import ImageReadError, atomic_write, atomic_write_json, check_image_size, read_image
+from .io import (ImageReadError, atomic_write, atomic_write_json, check_image_size, glob_files, read_image,
+                 refuse_overlap, walk_files)
 from .keypoints import COCO_17
 from .viz.skeleton import MIN_SCORE, draw_found
 
@@ -85,14 +86,16 @@ def expand_inputs(items: Sequence[str | Path], exclude: Path | None = None) -> t
         if path.is_file():
             found.append(path)
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            files, unreadable = walk_files(path, IMAGE_SUFFIXES | VIDEO_SUFFIXES)
             files = [p for p in files if exclude is None or not _inside(p, exclude)]
             found += files
+            problems += unreadable
             if not files:
                 problems.append(f"{path}: folder holds no image or video files")
         elif glob.has_magic(text):
-            files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True) if Path(p).is_file())
+            files, unreadable = glob_files(text)
             found += files
+            problems += unreadable
             if not files:
                 problems.append(f"{text}: pattern matches no file")
         else:
@@ -135,6 +138,7 @@ def predict_inputs(predictor: Any, items: Sequence[str | Path], out_dir: str | P
     inputs, problems = expand_inputs(items, exclude=out_dir)
     if not inputs:
         raise PredictError("; ".join(problems) or "no inputs")
+    refuse_overlap([out_dir], [item.path for item in inputs], "--out")
     existing = [p for p in planned_outputs(inputs, out_dir, draw) if p.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""

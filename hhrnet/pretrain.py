@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoints import BACKBONE_PREFIXES, atomic_torch_save, read_checkpoint
-from .config import Config, to_dict
+from .checkpoints import BACKBONE_PREFIXES, HHRNET_FORMAT, read_checkpoint
+from .config import Config
+from .engine import train
+from .io import atomic_torch_save
 from .model import HigherHRNet
 
 LIMB_RADIUS = 1.0  # output pixels: a limb is the set of pixels within this distance of its segment
@@ -111,8 +113,6 @@ class LimbLoss(nn.Module):
 def pretrain(cfg: Config, out_dir: str | Path, skeleton: Sequence[tuple[int, int]], resume: bool = False,
              progress: bool = True) -> Path:
     """Train limb segmentation with ``cfg``'s backbone and schedule; returns the training checkpoint."""
-    from .engine import train
-
     cfg = pretraining_config(cfg)
     return train(cfg, out_dir, resume=resume, progress=progress,
                  network=lambda c: limb_network(c, len(skeleton)),
@@ -121,8 +121,7 @@ def pretrain(cfg: Config, out_dir: str | Path, skeleton: Sequence[tuple[int, int
 
 def save_backbone(checkpoint: str | Path, path: str | Path) -> Path:
     """The backbone tensors of a pretraining checkpoint in fp16 (what ``train.pretrained`` reads)."""
-    state, meta = read_checkpoint(checkpoint)
+    state, config = read_checkpoint(checkpoint)
     backbone = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()
                 if k.startswith(BACKBONE_PREFIXES)}
-    config = (meta or {}).get("config")
-    return atomic_torch_save({"format": "hhrnet", "model": backbone, "config": config}, path)
+    return atomic_torch_save({"format": HHRNET_FORMAT, "model": backbone, "config": config}, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -204,3 +205,42 @@ def test_a_bad_video_is_one_line_without_ffmpeg_chatter(files, tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"hhrnet predict: error: {tmp_path / 'fake.mp4'}: not a readable video "
                                                 "(corrupt or unsupported format)"], done.stderr
+
+
+def _alias_bomb(levels: int) -> str:
+    """A config whose model.width is ``9 ** levels`` values once its aliases are expanded (a few hundred bytes)."""
+    anchors = ["&a0 [x, x, x, x, x, x, x, x, x]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "model:\n  width: [" + ", ".join(anchors) + "]\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (_alias_bomb(6), r": its aliases expand to more than 100000 values"),
+    ("model: {width: 8}\ntrain: {lr: 0.1}\nmodel: {width: 16}\n", r":3:1: YAML syntax error: key 'model' appears twice"),
+    ("train:\n  lr: 0.1\n  seed: 1\n  lr: 0.2\n", r":4:3: YAML syntax error: key 'lr' appears twice"),
+    ("model: " + "[" * 5000 + "]" * 5000 + "\n", r":1:\d+: YAML syntax error: nested deeper than 64 levels"),
+    ("model: &a [*a]\n", r":1:8: an alias refers to the value that holds it"),
+])
+def test_hostile_yaml_is_refused_in_one_short_line_naming_the_file(tmp_path, capsys, text, message):
+    """Alias bombs, duplicate keys (PyYAML keeps the last one silently), deep nesting and recursive aliases."""
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    assert main(["info", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 500 and "Traceback" not in err, err[:500]
+    assert re.search(rf"error: {path}{message}", err), err
+
+
+def test_yaml_merge_keys_may_override_and_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
+    """Overriding a merged (``<<: *anchor``) value is not a duplicate key; Ctrl-C is one line, exit 130."""
+    from hhrnet.io import load_yaml
+
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &b {width: 8, num_deconvs: 1}\nmodel: {<<: *b, width: 16}\n")
+    assert load_yaml(path)["model"] == {"width": 16, "num_deconvs": 1}
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("hhrnet.cli.cmd_info", interrupted)
+    assert main(["info", "--config", "w32_512"]) == 130
+    assert capsys.readouterr().err == "hhrnet info: interrupted\n"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -16,6 +19,8 @@ from conftest import COCO_MINI
 from hhrnet.config import DataConfig, preset
 from hhrnet.data import CocoKeypoints, DatasetError, coco_paths, read_rgb_image
 from hhrnet.data.transforms import augment, draw_augmentation
+from hhrnet.io import ImageReadError, read_image
+from hhrnet.predict import expand_inputs
 from hhrnet.targets import counted_mask, segmentation_rle
 
 MINI_JSON, MINI_IMAGES = COCO_MINI / "person_keypoints.json", COCO_MINI / "images"
@@ -275,3 +280,57 @@ def test_other_image_formats_become_8bit_rgb(tmp_path, kind):
     image = read_rgb_image(path, (4, 5))
     assert image.dtype == np.uint8 and image.shape == (4, 5, 3)
     np.testing.assert_array_equal(image, expected)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile files and folders (issue 27): bounded work, nothing skipped silently
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG claiming ``width`` x ``height``: its IHDR chunk, then the start of the pixel data (one IDAT chunk)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(bytes(1000)))
+
+
+def test_an_image_whose_header_claims_too_many_pixels_is_refused_before_decoding(tmp_path):
+    """Pillow's own decompression-bomb refusal (> 179 Mpx) surfaces as one error naming the file, as does
+    hhrnet's 50 Mpx limit: neither image is decoded."""
+    for side, message in ((25_000, "header claims too many pixels"), (8_000, "64 Mpx, more than the 50 Mpx")):
+        path = tmp_path / f"bomb{side}.png"
+        path.write_bytes(_png_header(side, side))
+        with pytest.raises(ImageReadError, match=rf"{path}: image (header claims too many pixels|is 8000x8000 = 64 Mpx)"):
+            read_image(path)
+
+
+def test_a_symlink_cycle_is_searched_once_and_named(tmp_path):
+    """A folder or ``**`` pattern through a symlink back up the tree ends, finds each file once, and says so."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.jpg", "a/b/two.jpg"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    os.symlink(tmp_path / "a", tmp_path / "a" / "b" / "loop")
+    for item in (tmp_path / "a", f"{tmp_path}/a/**/*.jpg"):
+        inputs, problems = expand_inputs([item])
+        assert sorted(i.path.resolve() for i in inputs) == [tmp_path / "a/b/two.jpg", tmp_path / "a/one.jpg"]
+        assert len(problems) == 1 and "a/b/loop: a symlink leads back to a folder already searched" in problems[0]
+
+
+def test_an_unreadable_subfolder_is_named_not_skipped_silently(tmp_path, monkeypatch):
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "locked").mkdir()
+    for name in ("ok/one.jpg", "locked/two.jpg"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    scandir = os.scandir
+
+    def locked(path="."):  # chmod 000 does not stop root, who runs these tests: refuse the folder here
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", locked)
+    for item in (tmp_path, f"{tmp_path}/**/*.jpg"):
+        inputs, problems = expand_inputs([item])
+        assert [i.path.name for i in inputs] == ["one.jpg"]
+        assert problems == [f"{tmp_path / 'locked'}: cannot read folder (Permission denied); its files were not processed"]

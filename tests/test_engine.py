@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,8 +15,8 @@ import torch
 
 from conftest import COCO_MINI, REPO
 from hhrnet.checkpoints import CheckpointError, load_model, read_checkpoint
-from hhrnet.config import ConfigError, DataConfig, preset, save_config
-from hhrnet.engine import TrainingError, read_metrics, train
+from hhrnet.config import ConfigError, DataConfig, TrainConfig, preset, save_config
+from hhrnet.engine import TrainingError, read_metrics, train, train_seconds
 from hhrnet.inference import Predictor, evaluate_dataset
 from hhrnet.losses import MultiResolutionLoss
 
@@ -104,6 +105,33 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(coco_root, tmp
     with pytest.raises(TrainingError, match=r"loss became nan at iteration 2 .*last.pth"):
         train(tiny_config(coco_root, max_iters=5, checkpoint_every=1), tmp_path, progress=False)
     assert torch.load(tmp_path / "last.pth", weights_only=True)["iteration"] == 2
+
+
+def test_a_non_finite_learning_rate_stops_before_the_step_and_metrics_stay_strict_json(coco_root, tmp_path, monkeypatch):
+    """A learning rate that becomes infinite (here at iteration 1 of 2) stops the run by name; the checkpoint
+    keeps finite weights and metrics.jsonl never holds the non-JSON tokens Infinity / NaN."""
+    schedule = TrainConfig.lr_at
+    monkeypatch.setattr(TrainConfig, "lr_at", lambda self, it, per_epoch: math.inf if it >= 1 else schedule(self, it, per_epoch))
+    with pytest.raises(TrainingError, match=r"learning rate became inf at iteration 1 .*last.pth"):
+        train(tiny_config(coco_root, max_iters=2, checkpoint_every=1), tmp_path, progress=False)
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert state["iteration"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+    text = (tmp_path / "metrics.jsonl").read_text()
+    rows = [json.loads(line, parse_constant=lambda token: pytest.fail(f"{token} in metrics.jsonl")) for line in text.splitlines()]
+    assert [r["iter"] for r in rows] == [1]
+
+
+def test_train_seconds_count_every_segment_of_a_resumed_run(coco_root, tmp_path):
+    """The run's clock is stored in last.pth and continues on --resume: every metrics row carries the
+    whole run's training time so far, so the last one is the run's cost, not its last segment's."""
+    cfg = tiny_config(coco_root, max_iters=4)
+    train(cfg.override(**{"train.max_iters": 2}), tmp_path, progress=False)
+    first = torch.load(tmp_path / "last.pth", weights_only=True)["train_seconds"]
+    train(cfg, tmp_path, resume=True, progress=False)
+    total = torch.load(tmp_path / "last.pth", weights_only=True)["train_seconds"]
+    clocks = [r["train_seconds"] for r in read_metrics(tmp_path)]
+    assert len(clocks) == 4 and clocks == sorted(clocks) and clocks[2] > first
+    assert first < clocks[-1] <= total and train_seconds(tmp_path) == clocks[-1]
 
 
 @pytest.mark.slow

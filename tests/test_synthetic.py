@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -13,7 +14,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from hhrnet import keypoints as keypoints_module
 from hhrnet.data import synthetic as S
+from hhrnet.keypoints import keypoint_set
 
 N_TRAIN, N_VAL, SIZE = 40, 10, 256
 
@@ -215,3 +218,13 @@ def test_generated_splits_pass_the_ground_truth_validation(tmp_path):
     assert ((joints[:, :2] < 0) & (joints[:, 2:] > 0)).any()  # seed 0's image 53 has one
     for split in ("train", "val"):
         load_coco(data.annotations[split])
+
+
+def test_annotations_carry_the_category_of_their_keypoint_set(monkeypatch):
+    """The category id comes from the keypoint set (one place), not a literal 1."""
+    kset = dataclasses.replace(keypoint_set("coco"), name="coco_as_category_7", category_id=7)
+    monkeypatch.setitem(keypoints_module._REGISTRY, kset.name, kset)
+    scene = S.sample_scene(np.random.default_rng(3), 96, 96, S.SyntheticConfig(), kset.name)
+    annotations = S.annotate_scene(scene, S.render_scene(scene))
+    assert annotations and {a["category_id"] for a in annotations} == {7}
+    assert S.coco_categories(kset)[0]["id"] == 7

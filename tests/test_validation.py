@@ -165,3 +165,36 @@ def test_joints_inside_the_first_pixel_are_valid(tmp_path):
     path.write_text(json.dumps(coco))
     with pytest.raises(DatasetError, match="outside the image"):
         load_coco(path)
+
+
+@pytest.mark.parametrize("segmentation, message", [
+    ("abc", r"'segmentation' must be a list of polygons or an RLE object, got 'abc'"),
+    ([[10, 10, 20, 20]], r"'segmentation' polygons must be lists of at least 3 finite x, y pairs"),
+    ([[10, 10, 20, "x", 30, 30]], r"'segmentation' polygons must be lists"),
+    ([[10, 10, 20, math.inf, 30, 30]], r"'segmentation' polygons must be lists"),
+    ({"size": [1, 1], "counts": [1]}, r"RLE 'segmentation' size \[1, 1\] is not the image's"),
+    ({"size": "HW", "counts": "abc"}, r"RLE 'segmentation' size 'HW' is not the image's"),
+    ("SIZED", r"RLE 'segmentation' counts must be run lengths >= 0 summing to"),
+    ({"counts": "x" * 10_000}, r"RLE 'segmentation' size None"),
+])
+def test_a_malformed_segmentation_is_refused_when_the_dataset_is_opened(tmp_path, segmentation, message):
+    """The loss mask decodes segmentations only when an image is sampled: every form is checked at open,
+    naming the file, the annotation id and the field (the message quotes at most a short value)."""
+    coco = copy.deepcopy(ORIGINAL)
+    ann = next(a for a in coco["annotations"] if a["iscrowd"])  # a crowd region: its mask is decoded
+    image = next(i for i in coco["images"] if i["id"] == ann["image_id"])
+    if segmentation == "SIZED":
+        segmentation = {"size": [image["height"], image["width"]], "counts": [5, 7]}
+    ann["segmentation"] = segmentation
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(coco))
+    with pytest.raises(DatasetError, match=rf"{path}: annotation {ann['id']}: {message}") as err:
+        load_coco(path)
+    assert len(str(err.value)) < 300
+
+
+def test_json_nested_past_the_recursion_limit_names_the_file(tmp_path):
+    path = tmp_path / "gt.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DatasetError, match=rf"{path}: not valid JSON \(nested too deeply"):
+        load_coco(path)

@@ -14,7 +14,6 @@ Reading order follows one training sample from disk to targets:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,7 +24,7 @@ from torch.utils.data import Dataset
 
 from hhrnet.config import Config, DataConfig
 from hhrnet.data import transforms
-from hhrnet.io import ImageReadError, read_image
+from hhrnet.io import ImageReadError, read_image, read_json, short_repr
 from hhrnet.keypoints import KeypointSet, keypoint_set_for_names
 from hhrnet.targets import (counted_mask, fixed_sigma_heatmaps, is_ignored_region, joint_tag_targets,
                             scale_aware_heatmaps)
@@ -91,15 +90,7 @@ class ImageRecord:
 
 
 def _read_json(path: Path) -> Mapping[str, Any]:
-    if not path.is_file():
-        raise DatasetError(f"{path}: annotation file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{path}: not valid JSON ({err})") from None
-    except OSError as err:
-        raise DatasetError(f"{path}: cannot read the annotation file ({err.strerror or err})") from None
+    data = read_json(path, "annotation file", DatasetError)
     if not isinstance(data, Mapping) or not all(isinstance(data.get(k), list) for k in COCO_SECTIONS):
         raise DatasetError(f"{path}: not a COCO file (needs 'images', 'annotations' and 'categories' lists)")
     return data
@@ -144,26 +135,54 @@ def _check_annotation(ann: Any, path: Path, images: Mapping[int, Any], categorie
         raise DatasetError(f"{path}: an entry of 'annotations' is a {type(ann).__name__}, not an object")
     where = _where(path, ann)
     if not _is_int(ann.get("id")):
-        raise DatasetError(f"{where}: 'id' must be an integer, got {ann.get('id')!r}")
+        raise DatasetError(f"{where}: 'id' must be an integer, got {short_repr(ann.get('id'))}")
     if not _is_int(ann.get("image_id")) or ann["image_id"] not in images:
-        raise DatasetError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+        raise DatasetError(f"{where}: image_id {short_repr(ann.get('image_id'))} is not in 'images'")
     if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
-        raise DatasetError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
+        raise DatasetError(f"{where}: category_id {short_repr(ann.get('category_id'))} is not in 'categories'")
     if ann.get("category_id") != keypoints.category_id:
         raise DatasetError(f"{where}: category_id {ann['category_id']}; hhrnet scores category "
                            f"{keypoints.category_id} ({keypoints.category}) only")
     joints = _annotation_keypoints(ann, keypoints.num_joints, where)
     if ann.get("iscrowd") not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
-        raise DatasetError(f"{where}: 'iscrowd' must be 0 or 1, got {ann.get('iscrowd')!r}")
+        raise DatasetError(f"{where}: 'iscrowd' must be 0 or 1, got {short_repr(ann.get('iscrowd'))}")
     visible = int(np.count_nonzero(joints[:, 2] > 0))
     if not _is_int(ann.get("num_keypoints")) or ann["num_keypoints"] != visible:
-        raise DatasetError(f"{where}: 'num_keypoints' is {ann.get('num_keypoints')!r} but {visible} keypoints are labelled")
+        raise DatasetError(f"{where}: 'num_keypoints' is {short_repr(ann.get('num_keypoints'))} but {visible} keypoints are labelled")
     if not _is_number(ann.get("area")) or ann["area"] < 0:
-        raise DatasetError(f"{where}: 'area' must be a number >= 0, got {ann.get('area')!r}")
+        raise DatasetError(f"{where}: 'area' must be a number >= 0, got {short_repr(ann.get('area'))}")
     box = ann.get("bbox")
     if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box) or min(box[2:]) < 0:
-        raise DatasetError(f"{where}: 'bbox' must be [x, y, w, h] with w, h >= 0, got {box!r}")
+        raise DatasetError(f"{where}: 'bbox' must be [x, y, w, h] with w, h >= 0, got {short_repr(box)}")
+    _check_segmentation(ann.get("segmentation"), images[ann["image_id"]], where)
     return joints
+
+
+def _check_segmentation(segmentation: Any, img: Mapping[str, Any], where: str) -> None:
+    """A segmentation the loss mask can decode: polygons (lists of >= 3 finite x, y pairs), or an RLE
+    ``{"size": [height, width] of the image, "counts": run lengths summing to height x width, or a string}``."""
+    if not segmentation:
+        return  # none: nothing is masked
+    if isinstance(segmentation, list):
+        for polygon in segmentation:
+            if (not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2
+                    or not all(_is_number(v) for v in polygon)):
+                raise DatasetError(f"{where}: 'segmentation' polygons must be lists of at least 3 finite x, y "
+                                   f"pairs, got {short_repr(polygon)}")
+        return
+    if not isinstance(segmentation, Mapping):
+        raise DatasetError(f"{where}: 'segmentation' must be a list of polygons or an RLE object, "
+                           f"got {short_repr(segmentation)}")
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if size != [img["height"], img["width"]]:
+        raise DatasetError(f"{where}: RLE 'segmentation' size {short_repr(size)} is not the image's "
+                           f"[height, width] = [{img['height']}, {img['width']}]")
+    if isinstance(counts, str) and counts:
+        return  # compressed RLE: pycocotools' own format
+    if (not isinstance(counts, list) or not all(_is_int(c) and c >= 0 for c in counts)
+            or sum(counts) != img["height"] * img["width"]):
+        raise DatasetError(f"{where}: RLE 'segmentation' counts must be run lengths >= 0 summing to "
+                           f"{img['height']} x {img['width']} pixels, or a compressed RLE string")
 
 
 def _image_index(images: list, path: Path) -> dict[int, Mapping[str, Any]]:
@@ -175,12 +194,12 @@ def _image_index(images: list, path: Path) -> dict[int, Mapping[str, Any]]:
         if missing:
             raise DatasetError(f"{path}: image entry {img.get('id', '?')} lacks {', '.join(missing)}")
         if not _is_int(img["id"]):
-            raise DatasetError(f"{path}: image id {img['id']!r} is not an integer")
+            raise DatasetError(f"{path}: image id {short_repr(img['id'])} is not an integer")
         if not isinstance(img["file_name"], str) or not img["file_name"]:
             raise DatasetError(f"{path}: image {img['id']}: 'file_name' must be a non-empty string")
         if not all(_is_int(img[k]) and img[k] > 0 for k in ("height", "width")):
             raise DatasetError(f"{path}: image {img['id']}: height and width must be positive integers, "
-                               f"got {img['height']!r} x {img['width']!r}")
+                               f"got {short_repr(img['height'])} x {short_repr(img['width'])}")
         if img["id"] in index:
             raise DatasetError(f"{path}: image id {img['id']} appears twice in 'images'")
         index[int(img["id"])] = img
@@ -239,7 +258,7 @@ def _person_sigma(ann: Mapping[str, Any], data: DataConfig, base_size: int, wher
     """Scale-aware sigma from the box: ``max(w, h) / base_size · base_sigma`` (must be > 0)."""
     box = ann.get("bbox")
     if not isinstance(box, (list, tuple)) or len(box) != 4:
-        raise DatasetError(f"{where}: scale-aware sigma needs a 'bbox' [x, y, w, h], got {box!r}")
+        raise DatasetError(f"{where}: scale-aware sigma needs a 'bbox' [x, y, w, h], got {short_repr(box)}")
     sigma = max(float(box[2]), float(box[3])) / base_size * data.base_sigma
     if not sigma > 0:
         raise DatasetError(f"{where}: zero-area person (bbox {box}) gives sigma {sigma}; fix or drop it")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import shutil
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +53,19 @@ def model_size(cfg: Config) -> dict[str, Any]:
 
 def train_for_study(cfg: Config, checkpoint_dir: str | Path, synthetic: dict[str, Any] | None) -> dict[str, Any]:
     """Generate the data if needed, train (resuming an interrupted run), and summarise the training."""
-    from ..engine import CHECKPOINT, ResumeMismatchError, read_metrics, train
+    from ..engine import CHECKPOINT, ResumeMismatchError, read_metrics, train, train_seconds
 
     if synthetic is not None:
         generate_synthetic(cfg.train.data_root, synthetic)
     checkpoint_dir = Path(checkpoint_dir)
     resume = (checkpoint_dir / CHECKPOINT).exists()
-    start = time.perf_counter()
     try:  # the cache is the study's own: a run without a checkpoint is replaced
         train(cfg, checkpoint_dir, resume=resume, overwrite=not resume, progress=False)
     except ResumeMismatchError:  # a stale checkpoint of another config
         train(cfg, checkpoint_dir, resume=False, overwrite=True, progress=False)
-    seconds = time.perf_counter() - start
     log = read_metrics(checkpoint_dir)
     rates = [r["images_per_s"] for r in log if "images_per_s" in r]
-    return {**model_size(cfg), "train_seconds": seconds, "iterations": log[-1]["iter"] if log else 0,
+    return {**model_size(cfg), "train_seconds": train_seconds(checkpoint_dir), "iterations": log[-1]["iter"] if log else 0,
             "train_images_per_s": statistics.median(rates) if rates else None,
             "final_loss": log[-1]["total"] if log else None, "seed": cfg.train.seed, "log": log}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..evaluation import MATCHES, MatchTable
-from ..io import atomic_write, atomic_write_json
+from ..io import atomic_write, atomic_write_json, check_finite_numbers
 from ..stats import Comparison, Replicates, SeedNoise, compare, pooled_variance, seed_noise
 from .claims import METRIC_KEYS, Expectation
 from .errors import StudyError
@@ -57,10 +57,7 @@ def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, "not a JSON object"
     if not metrics.get("stamp"):
         return None, "not stamped by the study driver (an interrupted or hand-made result)"
-    bad = [k for k in METRIC_KEYS if k in metrics and not isinstance(metrics[k], (int, float))]
-    bad += [k for k in DIAGNOSTIC_KEYS if metrics.get(k) is not None and not isinstance(metrics[k], (int, float))]
-    if bad:
-        return None, f"non-numeric {', '.join(bad)}"
+    check_finite_numbers(path, metrics, METRIC_KEYS + DIAGNOSTIC_KEYS)  # a stamped result with NaN or true is refused
     return metrics, None
 
 

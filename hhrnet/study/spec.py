@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
 from ..config import TEST_SIZE_MULTIPLE, ConfigError, preset, preset_names
 from ..hub import REGISTRY
+from ..io import load_yaml
 from ..keypoints import registered
 from .errors import SpecError
 from .claims import Expectation
@@ -274,38 +273,11 @@ PUBLISHED: Schema = {"source": (_str, True), "url": (_str, True), "rows": (_list
 # Reading
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` refusing a key written twice in one mapping (PyYAML keeps the last silently).
-
-    Checked on the composed nodes, before merge keys (``<<: *anchor``) are expanded, so overriding a
-    merged value stays allowed.
-    """
-
-    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
-        node = super().compose_mapping_node(anchor)
-        seen: set[tuple[str, str]] = set()
-        for key, _ in node.value:
-            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                continue
-            if (key.tag, key.value) in seen:
-                raise yaml.composer.ComposerError("while composing a mapping", node.start_mark,
-                                                  f"key {key.value!r} appears twice in one mapping", key.start_mark)
-            seen.add((key.tag, key.value))
-        return node
-
-
 def read_yaml(path: Path) -> Any:
-    """The YAML document; a syntax error or a key given twice names the file, line and column."""
+    """The YAML document (``hhrnet.io.load_yaml``: syntax errors, duplicate keys, alias bombs named)."""
     if not path.is_file():
         raise SpecError(f"{path}: no study definition (rows.yaml) in {path.parent}")
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise SpecError(f"{where}: YAML syntax error: {err.problem or err.context}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise SpecError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return load_yaml(path, SpecError)
 
 
 def _section(raw: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:

@@ -62,6 +62,7 @@ def _keypoints(person: Person, render: Render, min_visible: int) -> list[float]:
 
 def annotate_scene(scene: Scene, render: Render, min_visible_keypoints: int = 2) -> list[dict]:
     """COCO annotations (without ``id``/``image_id``): one per visible person, then the crowd region."""
+    kset = keypoint_set(scene.keypoints)
     annotations = []
     crowd_mask = np.zeros(render.owner.shape, bool)
     for index, person in enumerate(scene.people):
@@ -75,14 +76,14 @@ def annotate_scene(scene: Scene, render: Render, min_visible_keypoints: int = 2)
         keypoints = _keypoints(person, render, min_visible_keypoints)
         bbox = _mask_bbox(mask)
         annotations.append({
-            "category_id": 1, "iscrowd": 0, "area": float(area), "bbox": bbox,
+            "category_id": kset.category_id, "iscrowd": 0, "area": float(area), "bbox": bbox,
             "num_keypoints": sum(1 for v in keypoints[2::3] if v > 0), "keypoints": keypoints,
             "segmentation": _mask_polygons(mask, bbox),
         })
     if crowd_mask.any():
         annotations.append({
-            "category_id": 1, "iscrowd": 1, "area": float(crowd_mask.sum()), "bbox": _mask_bbox(crowd_mask),
-            "num_keypoints": 0, "keypoints": [0] * (3 * keypoint_set(scene.keypoints).num_joints),
+            "category_id": kset.category_id, "iscrowd": 1, "area": float(crowd_mask.sum()), "bbox": _mask_bbox(crowd_mask),
+            "num_keypoints": 0, "keypoints": [0] * (3 * kset.num_joints),
             "segmentation": mask_to_rle(crowd_mask),
         })
     return annotations

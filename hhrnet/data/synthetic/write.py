@@ -6,6 +6,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from hhrnet.io import atomic_write
 from hhrnet.keypoints import KeypointSet, keypoint_set
 
 _SPLIT_ID_OFFSET = {"train": 0, "val": 100_000_000}  # disjoint image ids, as in COCO train/val
+MARKER = ".hhrnet-synth"  # written first into a folder synth creates: only such a folder is ever rewritten
+_IMAGE_NAME = re.compile(r"\d{12}\.(png|jpg)")  # the names synth gives its images (``_Job.file_name``)
 
 
 @dataclass(frozen=True)
@@ -133,10 +136,33 @@ def _coco_document(records: list[tuple[dict, list[dict]]], spec: dict, keypoints
 
 
 def _remove_stale_images(images_dir: Path, keep: set[str]) -> None:
-    """Drop images of an earlier, different generation so the folder matches its annotations."""
+    """Drop synth's images of an earlier, different generation so the folder matches its annotations."""
     for path in images_dir.glob("*"):
-        if path.suffix in (".png", ".jpg") and path.name not in keep:
+        if _IMAGE_NAME.fullmatch(path.name) and path.name not in keep:
             path.unlink()
+
+
+def _claim_folder(paths: SyntheticDataset) -> None:
+    """Refuse to write into a folder synth did not create (no ``MARKER``, no synth manifest, not empty);
+    mark a new or empty one as synth's, before anything else is written."""
+    root = paths.root
+    if (root / MARKER).is_file() or _synth_manifest(paths.manifest):
+        return
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root}: not a folder; --out names the dataset folder synth creates")
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(f"{root}: holds files that hhrnet synth did not write (no {MARKER} in it); synth only "
+                         "replaces a dataset it created: give a new or empty folder")
+    atomic_write(root / MARKER, "written by hhrnet synth: this folder's images and annotations may be regenerated\n")
+
+
+def _synth_manifest(path: Path) -> dict | None:
+    """The settings in a manifest synth wrote (one holding ``format_version``), else None."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "format_version" in manifest else None
 
 
 def generate(out_dir: str | Path, n_train: int, n_val: int, size: int = 256, seed: int = 0,
@@ -147,8 +173,9 @@ def generate(out_dir: str | Path, n_train: int, n_val: int, size: int = 256, see
     ``keypoints``: the joints each person carries (COCO's 17 by default; ``"crowdpose"`` writes
     CrowdPose-format files: 14 joints and a ``crowdIndex`` per image).  The images do not depend on it.
 
-    Idempotent: if ``out_dir/manifest.json`` (written last, after every image and JSON) records the same
-    settings, nothing is redone.  Otherwise the manifest is removed first, so an interrupted run never
+    Only a folder synth created (``MARKER``, or a synth ``manifest.json``) or a new or empty one is written:
+    an existing dataset of someone else is refused untouched.  Idempotent: if ``out_dir/manifest.json``
+    (written last, after every image and JSON) records the same settings, nothing is redone.  Otherwise the manifest is removed first, so an interrupted run never
     looks complete.  The output is byte-identical for a given (seed, settings), whatever ``workers`` is
     (default: all CPUs).
     """
@@ -164,7 +191,8 @@ def generate(out_dir: str | Path, n_train: int, n_val: int, size: int = 256, see
     if kset.name != KEYPOINTS.name:  # COCO files stay byte-identical to those written before keypoint sets
         spec["keypoints"] = kset.name
     spec = json.loads(json.dumps(spec))  # tuples -> lists, as they come back from disk
-    if not force and paths.manifest.exists() and json.loads(paths.manifest.read_text()) == spec:
+    _claim_folder(paths)
+    if not force and _synth_manifest(paths.manifest) == spec:
         return paths
     paths.manifest.unlink(missing_ok=True)
     workers = workers or os.cpu_count() or 1
