@@ -72,10 +72,13 @@ def atomic_write(path: str | Path, write: Callable[[Any], None] | bytes | str, m
     ``WriteError`` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(write, str):
         write, mode = write.encode("utf-8"), "wb"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as err:
+        raise WriteError(f"{path}: cannot write ({err.strerror or err})") from None
     try:
         os.fchmod(fd, _new_file_mode(path))
         with os.fdopen(fd, mode) as f:
