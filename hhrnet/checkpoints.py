@@ -31,7 +31,7 @@ import torch
 
 from .config import Config, ConfigError, ModelConfig, from_dict, preset, to_dict
 from .hub import REGISTRY, CheckpointError, fetch
-from .io import atomic_torch_save, atomic_write, refuse_overlap
+from .io import atomic_torch_save, atomic_write, refuse_overlap, short_repr
 from .keypoints import keypoint_set, registered
 from .model import HigherHRNet
 
@@ -91,11 +91,11 @@ def _torch_load(path: Path) -> Any:
 def _check_tensors(path: Path, state: Any) -> OrderedDict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not state:
         raise CheckpointError(f"{path}: not a state dict (found {type(state).__name__}"
-                              f"{' with keys ' + ', '.join(map(str, list(state)[:SHOW])) if isinstance(state, Mapping) else ''})")
+                              f"{' with keys ' + ', '.join(map(short_repr, list(state)[:SHOW])) if isinstance(state, Mapping) else ''})")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: not a state dict: {len(bad)} entries are not tensors, e.g. "
-                              f"{', '.join(map(str, bad[:SHOW]))}")
+                              f"{', '.join(map(short_repr, bad[:SHOW]))}")
     return OrderedDict((official_key(k), v) for k, v in state.items())
 
 

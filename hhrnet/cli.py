@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from .config import INPUT_STRIDE, MULTI_SCALE, PRECISIONS, Config, ConfigError, load_config, parse_overrides
-from .io import refuse_overlap
+from .io import refuse_overlap, short_repr
 from .keypoints import DEFAULT_KEYPOINTS, registered
 
 MAX_MESSAGE = 400  # characters of an error line: a message quoting hostile input stays readable
@@ -25,7 +25,7 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        raise argparse.ArgumentTypeError(f"{short_repr(text)} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -43,7 +43,7 @@ def fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{short_repr(text)} is not a number") from None
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value

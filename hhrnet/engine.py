@@ -244,7 +244,7 @@ class Run:
 
     def log(self, row: dict[str, Any]) -> None:
         append_jsonl(self.out_dir / METRICS, {"iter": self.iteration, "epoch": self.epoch, **row,
-                                              "train_seconds": round(self.seconds(), 3)})
+                                              "train_seconds": self.seconds()})
 
 
 def training_schedule(num_images: int, cfg: Config, world: int) -> tuple[int, int]:
