@@ -1,7 +1,8 @@
 """``python -m hhrnet <command>``: the package's entry points for people who don't write Python.
 
 Every command fails with one line naming the file or key at fault (exit code 1); ``--debug`` shows
-the traceback instead.
+the traceback instead.  Each command imports what it runs inside its function: that defers torch and
+cv2 (loaded by the model, data and inference modules), so ``--help`` and argument errors answer at once.
 """
 
 from __future__ import annotations

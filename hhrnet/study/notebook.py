@@ -10,16 +10,19 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, to_dict
+from ..checkpoints import load_model
+from ..config import Config, from_dict, to_dict
+from ..engine import CHECKPOINT, ResumeMismatchError, read_metrics, train, train_seconds
+from ..evaluation import evaluate
+from ..inference import Predictor
 from ..io import atomic_write_json
+from ..model import HigherHRNet, count_flops, count_parameters
 from .errors import StudyError
 from .provenance import code_used
 from .runner import generate_synthetic
 
 
 def config_from_yaml(config_yaml: str) -> Config:
-    from ..config import from_dict
-
     return from_dict(yaml.safe_load(config_yaml))
 
 
@@ -44,8 +47,6 @@ def _plain(value: Any) -> Any:
 
 
 def model_size(cfg: Config) -> dict[str, Any]:
-    from ..model import HigherHRNet, count_flops, count_parameters
-
     model = HigherHRNet(cfg.model)
     return {"parameters": count_parameters(model),
             "gflops": count_flops(model, (cfg.input_size, cfg.input_size)) / 1e9}
@@ -53,8 +54,6 @@ def model_size(cfg: Config) -> dict[str, Any]:
 
 def train_for_study(cfg: Config, checkpoint_dir: str | Path, synthetic: dict[str, Any] | None) -> dict[str, Any]:
     """Generate the data if needed, train (resuming an interrupted run), and summarise the training."""
-    from ..engine import CHECKPOINT, ResumeMismatchError, read_metrics, train, train_seconds
-
     if synthetic is not None:
         generate_synthetic(cfg.train.data_root, synthetic)
     checkpoint_dir = Path(checkpoint_dir)
@@ -78,10 +77,6 @@ def evaluate_for_study(cfg: Config, checkpoint: str | Path, out_dir: str | Path,
     A study training's checkpoint must hold the network of ``cfg``.  ``published`` weights (an
     evaluation with ``checkpoint:``) bring their own network; ``cfg`` gives the data and test settings.
     """
-    from ..checkpoints import load_model
-    from ..evaluation import evaluate
-    from ..inference import Predictor
-
     model, trained = load_model(checkpoint, cfg if published else None)
     if trained.model != cfg.model:
         if not published:
