@@ -183,7 +183,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Keypoint AP of a checkpoint on a COCO-format split (the protocol of its keypoint set: COCO or
     CrowdPose); JSON + markdown summary in ``--out``."""
-    from .evaluation import evaluate, metrics_markdown
+    from .evaluation import OUTPUTS, evaluate, metrics_markdown
 
     if (args.annotations is None) != (args.images is None):
         raise ValueError("--annotations and --images go together (or give --data and --split)")
@@ -191,6 +191,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise ValueError("give either --annotations and --images, or --data and --split, not both")
     if args.annotations is None and (args.data is None or args.split is None):
         raise ValueError("give --data and --split (or --annotations and --images)")
+    if args.out is not None:
+        refuse_overlap([args.out / name for name in OUTPUTS], [args.checkpoint], "output")
     predictor = predictor_from_args(args)
     paths = {"annotation_file": args.annotations, "image_dir": args.images} if args.annotations else \
         {"root": args.data, "split": args.split}

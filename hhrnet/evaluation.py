@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from hhrnet.data.coco import coco_paths, read_rgb_image, validate_ground_truth
 from hhrnet.data.crowd import SPLIT_NAMES, images_by_split
-from hhrnet.io import atomic_write, atomic_write_json
+from hhrnet.io import atomic_write, atomic_write_json, refuse_overlap
 from hhrnet.keypoints import COCO_17, CROWDPOSE_14, KeypointSet
 
 # COCOeval's ten summary numbers, in its order: the one list of metric names.
@@ -353,6 +353,7 @@ def metrics_markdown(metrics: dict[str, Any], title: str = "COCO keypoints") -> 
 
 
 MATCHES = "matches.npz"  # per-detection COCOeval matches of an evaluation (``MatchTable``)
+OUTPUTS = ("results.json", "metrics.json", "metrics.md", MATCHES)  # what ``evaluate`` writes in ``out_dir``
 
 
 def evaluate(predictor: Any, root: str | Path | None = None, split: str | None = None,
@@ -370,6 +371,8 @@ def evaluate(predictor: Any, root: str | Path | None = None, split: str | None =
     """
     keypoints = predictor.cfg.data.keypoint_set
     ann_path, img_dir = coco_paths(root, split, annotation_file, image_dir)
+    if out_dir is not None:  # an input is never an output
+        refuse_overlap([Path(out_dir) / name for name in OUTPUTS], [ann_path], "output")
     validate_ground_truth(ann_path, img_dir, keypoints)  # never score unchecked ground truth
     gt = load_ground_truth(ann_path)
     image_ids = sorted(gt.getImgIds())[:limit]

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,3 +245,21 @@ def test_yaml_merge_keys_may_override_and_ctrl_c_is_one_line(tmp_path, capsys, m
     monkeypatch.setattr("hhrnet.cli.cmd_info", interrupted)
     assert main(["info", "--config", "w32_512"]) == 130
     assert capsys.readouterr().err == "hhrnet info: interrupted\n"
+
+
+def test_evaluate_never_writes_over_its_annotations_or_checkpoint(files, tmp_path, capsys):
+    """An ``--out`` whose results.json / metrics.json would be the annotation file or the checkpoint is
+    refused in one line before any work, and both stay byte-identical."""
+    out = tmp_path / "out"
+    out.mkdir()
+    annotations = shutil.copy(COCO_MINI / "person_keypoints_val2017.json", out / "results.json")
+    checkpoint = shutil.copy(files / "tiny.pth", out / "metrics.json")
+    before = {p: Path(p).read_bytes() for p in (annotations, checkpoint)}
+    for ckpt, ann in ((checkpoint, COCO_MINI / "person_keypoints_val2017.json"), (files / "tiny.pth", annotations)):
+        argv = ["evaluate", "--checkpoint", str(ckpt), "--annotations", str(ann), "--images", str(COCO_MINI / "images"),
+                "--out", str(out), "--no-progress"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is the input" in err and "never writes over what it reads" in err
+    assert {p: Path(p).read_bytes() for p in before} == before
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "results.json"]
