@@ -25,6 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -73,6 +74,11 @@ def _cpuinfo_field(name: str) -> str:
 def cpu_model() -> str:
     """The processor's name, as the cache key and benchmark headers give it."""
     return _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine() -> dict[str, Any]:
+    """The processor, threads and torch a result was measured with: its clocks mean nothing without them."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 @functools.lru_cache(maxsize=1)

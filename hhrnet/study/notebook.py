@@ -17,6 +17,7 @@ from ..evaluation import evaluate
 from ..inference import Predictor
 from ..io import atomic_write_json
 from ..model import HigherHRNet, count_flops, count_parameters
+from ..precision import machine
 from .errors import StudyError
 from .provenance import code_used
 from .runner import generate_synthetic
@@ -29,9 +30,11 @@ def config_from_yaml(config_yaml: str) -> Config:
 def write_metrics(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
     """``metrics.json`` written last and atomically: its presence (with a stamp) means the run finished.
 
-    It records the hhrnet sources this run imported (``code``): the result is current while they are.
+    It records the hhrnet sources this run imported (``code``): the result is current while they are; and
+    the machine it ran on (``machine``), without which its clocks cannot be compared.
     """
-    return atomic_write_json(Path(out_dir) / "metrics.json", _plain({**metrics, "code": code_used()}))
+    return atomic_write_json(Path(out_dir) / "metrics.json",
+                             _plain({**metrics, "machine": machine(), "code": code_used()}))
 
 
 def _plain(value: Any) -> Any:
