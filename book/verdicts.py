@@ -320,6 +320,27 @@ def family_reading(name: str, family: FamilySpec, measured: Mapping[str, Any] | 
     return "\n\n".join(parts)
 
 
+def verdict_tally(families: Mapping[str, Mapping[str, Any]], specs: Mapping[str, FamilySpec], profile: str) -> str:
+    """The study's verdicts in one sentence (Markdown): comparisons with an interval and their outcomes, the
+    families that reproduce and those with nothing measured, counted from ``summary.json``'s ``families``
+    against the comparisons rows.yaml expects (``specs``)."""
+    outcomes = {name: [c["outcome"] for c in (families.get(name) or {}).get("checks") or []] for name in specs}
+    every = [o for measured in outcomes.values() for o in measured]
+    reproduce = [n for n, measured in outcomes.items()
+                 if len(measured) == len(specs[n].expect) and set(measured) == {"holds"}]
+    empty = [n for n, measured in outcomes.items() if not measured]
+    counts = ", ".join(f"{every.count(o)} {o}" for o in OUTCOMES)
+    return (f"In the `{profile}` profile, {len(every)} of the {sum(len(f.expect) for f in specs.values())} "
+            f"expected comparisons of the {len(specs)} families have an interval ({counts}; a comparison that "
+            f"two families share counts in each). Families that reproduce, every comparison measured and "
+            f"holding: {_names(reproduce)}. Families with no comparison measured yet: {_names(empty)}.")
+
+
+def _names(group: list[str]) -> str:
+    """Family names as the page writes them, with their number ("none" for an empty group)."""
+    return f"{len(group)} (" + ", ".join(f"`{n}`" for n in group) + ")" if group else "none"
+
+
 def plot_intervals(families: Mapping[str, Mapping[str, Any]], metrics: tuple[str, ...] = ("AP", "AP_M", "AP_L", "AP75"),
                    ax: Any = None) -> Any:
     """Every measured comparison's Δ with its 95% interval, in points, one row per comparison and a marker

@@ -233,11 +233,6 @@ RAW_CELLS_JS = """() => Array.from(document.querySelectorAll('.bd-article td, .b
     .map(c => c.innerText.trim()).filter(t => ['None', 'NaN', 'nan', '<NA>', 'NaT'].includes(t))"""
 
 
-# The ablations page's per-family check tables are the verdicts work's (issue #28): it shows None for the
-# families with no results yet. Remove the entry once that page renders them as "–".
-RAW_CELLS_OWNED_ELSEWHERE = {"book/ablations.html"}
-
-
 @pytest.mark.parametrize("width", WIDTHS)
 def test_every_page_fits_the_screen_without_console_errors(browser, server, width):
     """At 1280 and 390 px: the page never scrolls sideways (wide tables, equations and commands scroll in
@@ -254,9 +249,8 @@ def test_every_page_fits_the_screen_without_console_errors(browser, server, widt
             open_page(page, server, path)
             if page.locator(".math").count():
                 page.wait_for_selector("mjx-container", timeout=20_000)
-            found = page.evaluate(PAGE_OVERFLOW_JS) + [f"split number {t!r}" for t in page.evaluate(SPLIT_NUMBERS_JS)]
-            if path not in RAW_CELLS_OWNED_ELSEWHERE:
-                found += [f"raw cell {t!r}" for t in page.evaluate(RAW_CELLS_JS)]
+            found = (page.evaluate(PAGE_OVERFLOW_JS) + [f"split number {t!r}" for t in page.evaluate(SPLIT_NUMBERS_JS)]
+                     + [f"raw cell {t!r}" for t in page.evaluate(RAW_CELLS_JS)])
             if found:
                 problems[path] = found
             if width == WIDTHS[-1] and path in ("book/results.html", "book/task.html"):
@@ -359,6 +353,27 @@ def test_results_numbers_trace_to_committed_metrics(page, server):
             assert text == expected, (evaluation, source, key, text, expected)
             checked += 1
     assert checked >= 50, checked
+
+
+def test_ablations_summary_counts_trace_to_the_summary(page, server):
+    """The ablations chapter's summary states the comparisons measured, their outcomes and the pooled seed
+    SD that its profile's summary.json holds."""
+    open_page(page, server, "book/results.html")
+    data, _, _ = _table(page, "#study-evaluations")
+    summary = json.loads((REPO / data["results"] / "summary.json").read_text())
+    open_page(page, server, "book/ablations.html")
+    text = page.inner_text("main")
+    stated = re.search(r"(\d+) of the (\d+) expected comparisons of the (\d+) families have an interval "
+                       r"\((\d+) holds, (\d+) contradicted, (\d+) undecided", text)
+    assert stated, "the ablations summary does not count the comparisons"
+    families = summary["families"].values()
+    outcomes = [c["outcome"] for f in families for c in f["checks"]]
+    assert tuple(map(int, stated.groups())) == (
+        len(outcomes), sum(f["expected"] for f in families), len(summary["families"]),
+        outcomes.count("holds"), outcomes.count("contradicted"), outcomes.count("undecided")), stated.group(0)
+    pool = (summary["seed_noise"]["between_trainings"] or {}).get("AP")
+    between = f"{100 * pool['sd']:.2f} points ({pool['df']} df)" if pool else "not measured yet"
+    assert f"The pooled seed SD of AP is {between} between two trainings" in text
 
 
 def test_results_diagnostics_trace_to_metrics(page, server):
