@@ -372,8 +372,8 @@ def test_ablations_summary_counts_trace_to_the_summary(page, server):
         len(outcomes), sum(f["expected"] for f in families), len(summary["families"]),
         outcomes.count("holds"), outcomes.count("contradicted"), outcomes.count("undecided")), stated.group(0)
     pool = (summary["seed_noise"]["between_trainings"] or {}).get("AP")
-    between = f"{100 * pool['sd']:.2f} points ({pool['df']} df)" if pool else "not measured yet"
-    assert f"The pooled seed SD of AP is {between} between two trainings" in text
+    between = f"{100 * pool['sd']:.2f} points ({pool['df']} df) between two trainings" if pool else "not measured yet"
+    assert f"The pooled seed SD of AP is {between}" in text
 
 
 def test_results_diagnostics_trace_to_metrics(page, server):
