@@ -62,7 +62,7 @@ CROWDPOSE_PRESETS: dict[str, tuple[str, int]] = {
 # Named optimisation recipes (Adam, no weight decay, ×0.1 at epochs 200 and 260 of 300 in both):
 SCHEDULES: dict[str, dict[str, float]] = {
     "mmpose": {"lr": 1.5e-3, "warmup_iters": 500, "warmup_ratio": 0.001},  # mmpose 0.x configs
-    "official": {"lr": 1e-3, "warmup_iters": 0, "warmup_ratio": 1.0},      # HigherHRNet repo
+    "official": {"lr": 1e-3, "warmup_iters": 0, "warmup_ratio": 0.001},    # HigherHRNet repo (no warmup)
 }
 
 
@@ -87,7 +87,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.flip_prob": (0, 1), "data.std": (1e-6, None),
     **{f"loss.{k}": (0, None) for k in ("heatmaps_loss_factor", "push_loss_factor", "pull_loss_factor")},
     **{f"train.{k}": (1, None) for k in ("epochs", "batch_size", "accumulate", "max_iters", "log_every")},
-    **{f"train.{k}": (0, None) for k in ("lr", "lr_steps", "lr_gamma", "workers", "checkpoint_every", "val_every")},
+    **{f"train.{k}": (0, None) for k in ("lr", "lr_steps", "lr_gamma", "workers", "checkpoint_every", "val_every",
+                                         "warmup_iters")},
+    "train.ema": (0, 0.99999),
 }
 
 
@@ -329,6 +331,9 @@ class TrainConfig:
     epochs: int = 300
     lr_steps: tuple[int, ...] = (200, 260)
     lr_gamma: float = 0.1
+    lr_decay: str = "step"  # step: × lr_gamma at each epoch of lr_steps | cosine: half a cosine to 0 at the end
+    warmup_iters: int | None = None  # linear warmup from the schedule's warmup_ratio; None: the schedule's
+    ema: float = 0.0  # decay of a moving average of the weights, which is validated and saved; 0: none
     batch_size: int = 24
     accumulate: int = 1
     workers: int = 2
@@ -349,6 +354,8 @@ class TrainConfig:
         _check_numbers("train", self)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.lr_decay not in ("step", "cosine"):
+            raise ConfigError(f"train.lr_decay must be step or cosine, got {self.lr_decay!r}")
         if self.init not in ("official", "he"):
             raise ConfigError(f"train.init must be official or he, got {self.init!r}")
         if self.amp not in ("auto", "fp16", "bf16", "off"):
@@ -362,11 +369,15 @@ class TrainConfig:
         return self.lr if self.lr is not None else SCHEDULES[self.schedule]["lr"]
 
     def lr_at(self, iteration: int, iters_per_epoch: int) -> float:
-        """Learning rate of an iteration: linear warmup from ``warmup_ratio``, then steps by epoch."""
+        """Learning rate of an iteration: linear warmup from ``warmup_ratio``, then steps by epoch or a cosine."""
         recipe = SCHEDULES[self.schedule]
-        epoch = iteration // max(iters_per_epoch, 1)
-        lr = self.base_lr * self.lr_gamma ** sum(epoch >= s for s in self.lr_steps)
-        warmup = recipe["warmup_iters"]
+        if self.lr_decay == "cosine":
+            total = max(iters_per_epoch * self.epochs, 1)
+            lr = self.base_lr * 0.5 * (1 + math.cos(math.pi * min(iteration, total) / total))
+        else:
+            epoch = iteration // max(iters_per_epoch, 1)
+            lr = self.base_lr * self.lr_gamma ** sum(epoch >= s for s in self.lr_steps)
+        warmup = recipe["warmup_iters"] if self.warmup_iters is None else self.warmup_iters
         if iteration < warmup:
             lr *= recipe["warmup_ratio"] + (1 - recipe["warmup_ratio"]) * iteration / warmup
         return lr

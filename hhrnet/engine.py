@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from .averaging import WeightAverage
 from .checkpoints import (check_keypoints, checkpoint_payload, load_pretrained_backbone, load_state_dict_strict,
                           read_checkpoint)
 from .config import Config
@@ -199,11 +200,19 @@ def build_model(cfg: Config, rt: Runtime, network: Callable[[Config], nn.Module]
 
 
 def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                        cfg: Config, epoch: int, iteration: int, seconds: float = 0.0) -> None:
-    """Everything ``--resume`` needs to continue exactly, with the run's clock and its data record, atomically."""
+                        cfg: Config, epoch: int, iteration: int, seconds: float = 0.0,
+                        average: WeightAverage | None = None) -> None:
+    """Everything ``--resume`` needs to continue exactly, with the run's clock and its data record, atomically.
+
+    With a weight average, ``model`` holds the average (what evaluation and inference load) and
+    ``train_model`` the weights the optimiser is moving.
+    """
+    weights = unwrap(model).state_dict()
+    extra = {} if average is None else {"train_model": weights, "ema_updates": average.updates}
     atomic_torch_save(checkpoint_payload(
-        cfg, unwrap(model).state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-        rng=rng_state(), epoch=epoch, iteration=iteration, train_seconds=seconds, data=training_data(cfg)), path)
+        cfg, weights if average is None else average.module.state_dict(), optimizer=optimizer.state_dict(),
+        scaler=scaler.state_dict(), rng=rng_state(), epoch=epoch, iteration=iteration, train_seconds=seconds,
+        data=training_data(cfg), **extra), path)
 
 
 @dataclass
@@ -223,11 +232,16 @@ class Run:
     epoch: int = 0
     iteration: int = 0
     seconds_before: float = 0.0  # training time of the earlier segments of a resumed run
+    average: WeightAverage | None = None  # train.ema's moving average of the weights
     started: float = field(default_factory=time.perf_counter)
 
     @property
     def checkpoint(self) -> Path:
         return self.out_dir / CHECKPOINT
+
+    def network(self) -> nn.Module:
+        """The network this run validates and saves: the weight average where there is one."""
+        return unwrap(self.model) if self.average is None else self.average.module
 
     def seconds(self) -> float:
         """Training time of the whole run so far, across resumes."""
@@ -240,7 +254,7 @@ class Run:
             raise TrainingError(f"the weights became non-finite at iteration {self.iteration} (epoch {self.epoch}); "
                                 f"{self.checkpoint} keeps the last good checkpoint")
         save_training_state(self.checkpoint, self.model, self.optimizer, self.scaler, self.cfg, self.epoch,
-                            self.iteration, self.seconds())
+                            self.iteration, self.seconds(), self.average)
 
     def log(self, row: dict[str, Any]) -> None:
         append_jsonl(self.out_dir / METRICS, {"iter": self.iteration, "epoch": self.epoch, **row,
@@ -266,6 +280,8 @@ def build_run(cfg: Config, rt: Runtime, out_dir: Path, schedule: tuple[int, int]
     run = Run(cfg, rt, out_dir, model, criterion if criterion is not None else MultiResolutionLoss(cfg.loss, cfg.model),
               torch.optim.Adam(model.parameters(), lr=cfg.train.base_lr), torch.amp.GradScaler(
                   rt.device.type, enabled=amp_dtype == torch.float16), amp_dtype, *schedule)
+    if cfg.train.ema:
+        run.average = WeightAverage(unwrap(model), cfg.train.ema)
     if resumed is not None:
         restore(run, resumed)
     return run
@@ -273,7 +289,13 @@ def build_run(cfg: Config, rt: Runtime, out_dir: Path, schedule: tuple[int, int]
 
 def restore(run: Run, state: dict[str, Any]) -> None:
     """Continue exactly where ``state`` stopped; a checkpoint that does not fit is one error naming it."""
-    load_state_dict_strict(unwrap(run.model), state["model"], source=str(run.checkpoint))
+    if run.average is not None and "train_model" not in state:
+        raise TrainingError(f"{run.checkpoint} holds no train_model weights to continue a train.ema run from")
+    if run.average is not None:
+        load_state_dict_strict(run.average.module, state["model"], source=str(run.checkpoint))
+        run.average.updates = int(state.get("ema_updates", 0))
+    load_state_dict_strict(unwrap(run.model), state["model" if run.average is None else "train_model"],
+                           source=str(run.checkpoint))
     try:
         run.optimizer.load_state_dict(state["optimizer"])
         run.scaler.load_state_dict(state["scaler"])
@@ -350,7 +372,7 @@ def run_loop(run: Run, dataset: CocoKeypoints, stop: StopSignals, progress: bool
         if rt.is_main:
             run.save()
             if cfg.train.val_every and run.epoch % cfg.train.val_every == 0 and run.iteration % run.per_epoch == 0:
-                run.log(validate(unwrap(run.model), cfg))
+                run.log(validate(run.network(), cfg))
                 run.model.train()
     bar.close()
 
@@ -369,6 +391,8 @@ def step(run: Run, micro_batches: tuple[dict, ...]) -> dict[str, float]:
                                 f"the last good checkpoint is {run.checkpoint}")
     run.scaler.step(run.optimizer)
     run.scaler.update()
+    if run.average is not None:
+        run.average.update(unwrap(run.model))
     run.iteration += 1
     return {"lr": lr, **log}
 

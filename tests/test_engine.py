@@ -49,6 +49,53 @@ def test_resume_is_exact(coco_root, tmp_path):
     assert [r["total"] for r in resumed] == [r["total"] for r in straight]
 
 
+def test_a_weight_average_resumes_exactly_and_is_what_the_checkpoint_serves(coco_root, tmp_path):
+    """train.ema: resume is still bit-exact; ``model`` holds the average, ``train_model`` the optimiser's weights."""
+    cfg = tiny_config(coco_root, batch_size=4, epochs=2, checkpoint_every=3, ema=0.9)
+    train(cfg.override(**{"train.max_iters": 12}), tmp_path / "straight", progress=False)
+    train(cfg.override(**{"train.max_iters": 5}), tmp_path / "resumed", progress=False)
+    train(cfg.override(**{"train.max_iters": 12}), tmp_path / "resumed", resume=True, progress=False)
+    a, b = (torch.load(tmp_path / d / "last.pth", weights_only=True) for d in ("straight", "resumed"))
+    for key in ("model", "train_model"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert a["ema_updates"] == 12
+    averaged = [k for k, v in a["model"].items() if v.is_floating_point() and not torch.equal(v, a["train_model"][k])]
+    assert averaged, "the average equals the last weights"
+    assert torch.equal(weights(tmp_path / "straight")[averaged[0]], a["model"][averaged[0]])  # inference loads it
+
+
+def test_the_weight_average_follows_its_warmed_up_decay():
+    """After n updates of a constant net the average is exact; each update moves it by (1 - rate) toward the net."""
+    from hhrnet.averaging import WeightAverage
+
+    net = torch.nn.Linear(2, 1)
+    avg = WeightAverage(net, decay=0.99)
+    start = avg.module.weight.clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    rate = avg.rate()
+    avg.update(net)
+    assert rate == pytest.approx(1 / 10) and avg.updates == 1
+    assert torch.allclose(avg.module.weight, rate * start + (1 - rate) * net.weight)
+    avg.updates = 10_000
+    assert avg.rate() == 0.99 and not avg.module.weight.requires_grad
+
+
+def test_cosine_decay_warms_up_then_falls_to_zero_at_the_last_iteration():
+    t = TrainConfig(schedule="official", lr=0.002, epochs=5, lr_decay="cosine", warmup_iters=100)
+    per_epoch, total = 500, 2500
+    assert t.lr_at(0, per_epoch) == pytest.approx(0.002 * 0.001)
+    assert t.lr_at(100, per_epoch) == pytest.approx(0.002 * 0.5 * (1 + math.cos(math.pi * 100 / total)))
+    assert t.lr_at(total // 2, per_epoch) == pytest.approx(0.001)
+    assert t.lr_at(total, per_epoch) == pytest.approx(0.0, abs=1e-12)
+    rates = [t.lr_at(i, per_epoch) for i in range(100, total + 1, 50)]
+    assert rates == sorted(rates, reverse=True)
+    with pytest.raises(ConfigError, match="train.lr_decay must be step or cosine"):
+        TrainConfig(lr_decay="linear")
+    with pytest.raises(ConfigError, match="train.ema"):
+        TrainConfig(ema=1.0)
+
+
 def test_channels_last_trains_the_same_network(coco_root, tmp_path):
     """NHWC only reorders memory: the same losses up to float rounding (not the same weights: Adam's
     first steps move every weight by about lr whatever the sign of a gradient of ~0), a checkpoint any
