@@ -412,8 +412,9 @@ class Config:
     def override(self, **changes: Any) -> "Config":
         """A copy with dotted-path changes, e.g. ``override(**{"model.width": 8, "input_size": 256})``.
 
-        Derived values that still have their derived value (``DERIVED``) follow the change, so
-        ``override(**{"model.num_deconvs": 0})`` just works; ``data.keypoints`` brings its joint count.
+        Derived values that still have their derived value (``DERIVED``) and per-output loss settings with
+        one value on every output follow the change, so ``override(**{"model.num_deconvs": 0})`` just works;
+        ``data.keypoints`` brings its joint count.
         """
         for key in changes:
             _refuse_follower(key)
@@ -422,6 +423,10 @@ class Config:
             section, leaf = key.split(".")
             if key not in changes and d[section][leaf] == to_dict(derive(self)):
                 d[section][leaf] = None
+        for name in LOSS_EVERY_OUTPUT:
+            values = d["loss"][name]
+            if f"loss.{name}" not in changes and values is not None and len(set(values)) == 1:
+                d["loss"][name] = values[:1]  # one value: the same on every output, however many
         return from_dict(_set_dotted(d, changes))
 
 

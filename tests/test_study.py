@@ -16,7 +16,7 @@ from hhrnet.config import preset
 from hhrnet.study import (DIAGNOSTIC_KEYS, Registration, Study, StudyError, generate_synthetic, preregistration,
                           run_study, summary_rows)
 from hhrnet.study.results import family_verdict, published_agreement
-from hhrnet.study.runner import select_runs
+from hhrnet.study.runner import run_stamp, select_runs
 
 sys.path.insert(0, str(REPO / "book"))
 import verdicts  # noqa: E402  (book/verdicts.py: the ablations chapter's words)
@@ -143,10 +143,26 @@ def test_smoke_profile_end_to_end(experiments):
     assert "0 to run" in messages[0]
 
 
+def test_a_trunk_is_stamped_by_its_bytes_and_a_missing_one_names_the_lever_that_trains_it(experiments):
+    study = Study.load(experiments)
+    run = next(r for r in study.runs("cpu") if r.name == "train/w32_512/seed0")
+    trunk = experiments / "pretrained" / "trunk_w16.pth"
+    assert run.inputs == (str(trunk),)
+    trunk.parent.mkdir()
+    trunk.write_bytes(b"one trunk")
+    first = run_stamp(study, run)
+    trunk.write_bytes(b"another trunk")
+    assert run_stamp(study, run) != first  # re-training the trunk makes every training from it stale
+    trunk.unlink()
+    with pytest.raises(StudyError, match=r"trunk_w16.pth is missing: the trainings of profile 'cpu' start from it; "
+                                         r"`python experiments/levers.py trunk_w16` trains it"):
+        run_study(experiments, "cpu", only=["train/w32_512/seed0"], log=lambda *_: None)
+
+
 def test_failing_notebook_names_run_and_cell(experiments):
     spec = yaml.safe_load((experiments / "rows.yaml").read_text())
     spec["profiles"]["paper"]["data"]["coco"]["root"] = str(experiments / "no_such_coco")
-    spec["profiles"]["paper"].pop("imagenet_backbones")  # no ImageNet download first (offline): the data fails
+    spec["profiles"]["paper"].pop("backbones")  # no ImageNet download first (offline): the data fails
     (experiments / "rows.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(StudyError, match=r"train/w32_512/seed0 failed in cell \d+ \(DatasetError"):
         run_study(experiments, "paper", only=["train/w32_512/"], log=lambda *_: None)

@@ -102,10 +102,14 @@ def test_a_profile_can_narrow_the_trainings_it_runs(tmp_path):
      r"trainings.crowdpose_w32_512.profile_changes: unknown profile 'gpu'"),
     (lambda s: s["trainings"]["crowdpose_w32_512"].update(profile_changes={"paper": {"train.nope": 1}}),
      r"trainings.crowdpose_w32_512.profile_changes.paper: "),
-    (lambda s: s["profiles"]["paper"].update(imagenet_backbones={32: "hrnet_w32_imagenet"}),
-     r"profiles.paper.imagenet_backbones: no backbone for width 48, the width of training 'w48_512'"),
-    (lambda s: s["profiles"]["paper"].update(imagenet_backbones={"w32": "hrnet_w32_imagenet"}),
-     r"profiles.paper.imagenet_backbones: expected a mapping of preset widths to ImageNet backbone names"),
+    (lambda s: s["profiles"]["paper"].update(backbones={32: "hrnet_w32_imagenet"}),
+     r"profiles.paper.backbones: no backbone for width 48, the width of training 'w48_512'"),
+    (lambda s: s["profiles"]["paper"].update(backbones={"w32": "hrnet_w32_imagenet"}),
+     r"profiles.paper.backbones: expected a mapping of preset widths to backbones"),
+    (lambda s: s["profiles"]["cpu"]["backbones"].update({32: "pretrained/elsewhere.pth"}),
+     r"profiles.cpu.backbones.32: pretrained/elsewhere.pth is no lever's trunk"),
+    (lambda s: s["levers"]["trunk_w16"].update(pretrain="pretrained/x.pth"),
+     r"levers.trunk_w16: pretrain \(a limb-segmentation backbone\) and trunk \(a pose network\) exclude each other"),
     (lambda s: s["levers"]["he"].update(training="w64"), r"levers.he.training: unknown training 'w64'"),
     (lambda s: s["levers"]["he"].update(profile="gpu"), r"levers.he.profile: unknown profile 'gpu'"),
     (lambda s: s["levers"]["he"].update(changes={"train.nope": 1}), r"levers.he: unknown config key 'train.nope'"),
@@ -313,7 +317,10 @@ def test_cpu_profiles_plan_the_crowdpose_rows_on_synthetic_crowds():
             root = cfg["train"]["data_root"]
             assert root.endswith("_crowdpose") and root != study.data_spec(profile)["data_root"]
             assert root == study.data_spec(profile, "crowdpose_w32_512")["data_root"]
-            assert cfg["train"]["pretrained"] is None  # the ImageNet backbone is the paper profile's only
+            # the paper profile starts from ImageNet, the cpu profile from its trunk, the smoke one from scratch
+            trunk = study.root / "pretrained" / "trunk_w16.pth"
+            assert cfg["train"]["pretrained"] == (str(trunk) if profile == "cpu" else None)
+            assert train.inputs == ((str(trunk),) if profile == "cpu" else ())
             for ev in ("crowdpose_w32_512_ss", "crowdpose_w32_512_ms", "crowdpose_w32_512_ms21"):
                 run = runs[f"eval/{ev}/seed{seed}"]
                 ecfg = yaml.safe_load(run.parameters["config_yaml"])

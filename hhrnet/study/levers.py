@@ -4,19 +4,20 @@ A lever trains in this process (resumably, in the study cache), validates along 
 isolating diagnostics of the final network, and writes ``results/levers/<name>.json``: the AP ``curve``,
 the ``loss`` at each log step, the final ``diagnostics``, the ``changes``, the configuration and the
 seconds it took.  A lever with ``pretrain`` trains a backbone by limb segmentation instead and writes it
-to that path.  ``experiments/levers.py`` is the command line.
+to that path; a lever with ``trunk`` also writes its trained network there (fp16, config embedded): the
+shared start of a profile's trainings (``backbones``).  ``experiments/levers.py`` is the command line.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import save_half
 from ..config import load_config, to_dict
 from ..diagnostics import diagnostics
-from ..engine import read_metrics, train
+from ..engine import read_metrics, train, train_seconds
 from ..inference import Predictor
 from ..io import atomic_write_json
 from ..pretrain import pretrain, save_backbone
@@ -42,7 +43,7 @@ def record_lever(study: Study, name: str, run_dir: Path, seconds: float | None =
 
 
 def run_lever(study: Study, name: str, diagnose: bool = True) -> Path:
-    """Train one lever (resuming a cut run) and record it; a ``pretrain`` lever writes its backbone."""
+    """Train one lever (resuming a cut run) and record it; a ``pretrain`` or ``trunk`` lever writes its weights."""
     lever, cfg = study.lever(name), study.lever_config(name)
     generate_synthetic(cfg.train.data_root, study.lever_data_spec(name)["synthetic"])
     out = study.cache / "levers" / name
@@ -51,8 +52,10 @@ def run_lever(study: Study, name: str, diagnose: bool = True) -> Path:
         checkpoint = pretrain(cfg, out, cfg.data.keypoint_set.skeleton, resume=(out / "last.pth").exists(),
                               progress=progress)
         return save_backbone(checkpoint, study.root / lever.pretrain)
-    start = time.perf_counter()
     checkpoint = train(cfg, out, resume=(out / "last.pth").exists(), progress=progress)
+    seconds = train_seconds(out)  # the whole run's clock, across resumes
+    if lever.trunk is not None:
+        save_half(checkpoint, study.root / lever.trunk)
     final = diagnostics(Predictor.from_checkpoint(checkpoint), root=cfg.train.data_root, split="val",
                         backend="auto") if diagnose else None
-    return record_lever(study, name, out, time.perf_counter() - start, final)
+    return record_lever(study, name, out, seconds, final)

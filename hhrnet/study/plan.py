@@ -27,6 +27,7 @@ class Run:
     needs: tuple[str, ...] = ()   # runs whose checkpoint this one reads
     training: str | None = None   # the study training it trains or evaluates (None: published weights)
     seed: int = 0
+    inputs: tuple[str, ...] = ()  # files of the experiments folder it reads (a trunk): their bytes are stamped
 
     @property
     def notebook(self) -> str:
@@ -79,7 +80,7 @@ class Study:
 
     def training_config(self, training: str, profile: str, seed: int = 0) -> Config:
         """The configuration of a training in a profile: preset → row changes → profile scaling (with the
-        ImageNet backbone of the preset's width, where the profile names them) → the row's changes for this
+        backbone of the preset's width, where the profile names them) → the row's changes for this
         profile (``profile_changes``); the data is the profile's with the row's over it."""
         if training not in self.definition.trainings:
             raise StudyError(f"unknown training {training!r}")
@@ -118,7 +119,7 @@ class Study:
         (a ``train.pretrained`` path is relative to the experiments folder)."""
         lever = self.lever(name)
         changes = {**lever.base, **lever.changes}
-        if "train.pretrained" in changes:
+        if changes.get("train.pretrained"):
             changes["train.pretrained"] = str(self.root / changes["train.pretrained"])
         data = self.lever_data_spec(name)
         changes.update({f"train.{k}": data[k] for k in ("data_root", "train_split", "val_split")})
@@ -133,13 +134,25 @@ class Study:
         return self._data_of(self.profile_spec(lever.profile), lever)
 
     def _backbone(self, preset_width: int, profile: str) -> dict[str, Any]:
-        """``train.pretrained`` by the profile's ``imagenet_backbones`` rule (nothing where it has none)."""
-        backbones = self.profile_spec(profile).imagenet_backbones
+        """``train.pretrained`` by the profile's ``backbones`` rule (nothing where it has none); a trunk file is
+        relative to the experiments folder."""
+        backbones = self.profile_spec(profile).backbones
         if not backbones:
             return {}
         if preset_width not in backbones:
-            raise StudyError(f"profile {profile!r}: imagenet_backbones has no backbone for width {preset_width}")
-        return {"train.pretrained": backbones[preset_width]}
+            raise StudyError(f"profile {profile!r}: backbones has no backbone for width {preset_width}")
+        backbone = backbones[preset_width]
+        return {"train.pretrained": str(self.root / backbone) if backbone.endswith(".pth") else backbone}
+
+    def trunk_inputs(self, cfg: Config) -> tuple[str, ...]:
+        """The trunk file a training starts from (``train.pretrained`` inside the experiments folder), if any."""
+        pretrained = cfg.train.pretrained
+        return (pretrained,) if pretrained and Path(pretrained).is_relative_to(self.root) else ()
+
+    def trunk_lever(self, path: str) -> str:
+        """The lever whose ``trunk`` (or ``pretrain``) writes ``path``."""
+        rel = Path(path).relative_to(self.root).as_posix()
+        return next((n for n, lv in self.definition.levers.items() if rel in (lv.trunk, lv.pretrain)), "?")
 
     def input_size(self, published: int, profile: str) -> int:
         """A published input size in a profile: its ``input_sizes`` entry, or the size itself."""
@@ -213,7 +226,8 @@ class Study:
                               "synthetic_json": synthetic}
                 if training.keep_weights and seed == seeds[0]:
                     parameters["keep_weights"] = True
-                trainings.append(Run(f"train/{name}/seed{seed}", "train", parameters, training=name, seed=seed))
+                trainings.append(Run(f"train/{name}/seed{seed}", "train", parameters, training=name, seed=seed,
+                                     inputs=self.trunk_inputs(cfg)))
         for name, ev in self.evaluations(profile).items():
             for seed in self.eval_seeds(name, profile):
                 cfg = self.evaluation_config(name, profile, seed)

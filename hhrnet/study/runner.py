@@ -38,6 +38,8 @@ def run_stamp(study: Study, run: Run) -> str:
     parameters = parameters.replace(str(study.cache), "$CACHE").replace(str(study.root), "$EXPERIMENTS")
     h = hashlib.sha256(parameters.encode())
     h.update((study.root / run.notebook).read_bytes())
+    for path in run.inputs:  # a re-trained trunk makes the trainings that start from it stale
+        h.update(Path(path).read_bytes() if Path(path).is_file() else b"missing")
     return h.hexdigest()[:16]
 
 
@@ -136,6 +138,10 @@ def run_study(experiments_dir: str | Path, profile: str, only: Iterable[str] | N
             todo |= {n for n in r.needs if not Path(by_name[n].parameters["checkpoint_dir"], "last.pth").exists()}
     log(f"study {profile}: {len(runs)} runs, {len(todo)} to run "
         f"({sum(s == 'done' for s in status.values())} done, {sum(s == 'stale' for s in status.values())} stale)")
+    missing = sorted({p for r in runs if r.name in todo for p in r.inputs if not Path(p).is_file()})
+    if missing:
+        raise StudyError(f"{missing[0]} is missing: the trainings of profile {profile!r} start from it; "
+                         f"`python experiments/levers.py {study.trunk_lever(missing[0])}` trains it")
     if todo:
         ensure_data(study, profile, log, [r for r in runs if r.name in todo])
     run_pending(study, profile, [r for r in runs if r.name in todo], force, wait, log)

@@ -110,13 +110,14 @@ class ProfileSpec:
     changes: Mapping[str, Any] = field(default_factory=dict)
     input_sizes: Mapping[int, int] | None = None
     trainings: tuple[str, ...] | None = None  # None: every training (that ``profiles:`` does not restrict)
-    imagenet_backbones: Mapping[int, str] = field(default_factory=dict)  # preset width -> train.pretrained
+    backbones: Mapping[int, str] = field(default_factory=dict)  # preset width -> train.pretrained (name or trunk)
 
 
 @dataclass(frozen=True)
 class LeverSpec:
     """One lever: a study training in one profile with ``base`` then ``changes`` on top, on the profile's
-    data with ``data`` merged over it; with ``pretrain``, a backbone pretraining written to that path."""
+    data with ``data`` merged over it; with ``pretrain``, a backbone pretraining written to that path; with
+    ``trunk``, the trained network is also written there (fp16), for a profile's ``backbones`` to start from."""
 
     name: str
     training: str = "w32_512"
@@ -125,6 +126,7 @@ class LeverSpec:
     changes: Mapping[str, Any] = field(default_factory=dict)
     data: TrainingData = field(default_factory=TrainingData)
     pretrain: str | None = None
+    trunk: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,8 @@ def _sizes(v: Any) -> dict[int, int]:
 
 def _backbones(v: Any) -> dict[int, str]:
     if not isinstance(v, Mapping) or not all(isinstance(k, int) and isinstance(x, str) for k, x in v.items()):
-        raise ValueError("expected a mapping of preset widths to ImageNet backbone names")
+        raise ValueError("expected a mapping of preset widths to backbones (an ImageNet name of hhrnet.hub, or "
+                         "a lever's trunk file)")
     return dict(v)
 
 
@@ -259,13 +262,14 @@ FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), 
                   "compare_published": (_mapping, False)}
 PROFILE: Schema = {"width": (_number, True), "input_sizes": (_sizes, False), "changes": (_mapping, False),
                    "data": (lambda v: v, True), "seeds": (_list_of(_int), True),
-                   "trainings": (_list_of(_str), False), "imagenet_backbones": (_backbones, False)}
+                   "trainings": (_list_of(_str), False), "backbones": (_backbones, False)}
 SYNTHETIC: Schema = {"train": (_int, True), "val": (_int, True), "size": (_int, True), "seed": (_int, True),
                      "scene": (_mapping, False), "keypoints": (_keypoints, False)}
 COCO: Schema = {"root": (_str, True), "train_split": (_str, True), "val_split": (_str, True)}
 TRAINING_DATA: Schema = {"synthetic": (lambda v: v, False), "coco": (lambda v: v, False), "crowdpose": (lambda v: v, False)}
 LEVER: Schema = {"training": (_str, False), "profile": (_str, False), "base": (_mapping, False),
-                 "changes": (_mapping, True), "data": (lambda v: v, False), "pretrain": (_str, False)}
+                 "changes": (_mapping, True), "data": (lambda v: v, False), "pretrain": (_str, False),
+                 "trunk": (_str, False)}
 PUBLISHED: Schema = {"source": (_str, True), "url": (_str, True), "rows": (_list_of(_mapping), True)}
 
 
@@ -371,6 +375,8 @@ def _lever(name: str, entry: Any, where: str, trainings: Mapping[str, TrainingSp
         raise SpecError(f"{where}.training: unknown training {lever.training!r}")
     if lever.profile not in profiles:
         raise SpecError(f"{where}.profile: unknown profile {lever.profile!r} (profiles: {', '.join(profiles)})")
+    if lever.pretrain and lever.trunk:
+        raise SpecError(f"{where}: pretrain (a limb-segmentation backbone) and trunk (a pose network) exclude each other")
     return lever
 
 
@@ -448,9 +454,15 @@ def _check_references(spec: StudySpec) -> None:
                 raise SpecError(f"{spec.path}: profiles.{name}.input_sizes: no entry for {size}, the input size of "
                                 f"training {t.name!r}")
             width = preset(t.preset).model.width
-            if runs and prof.imagenet_backbones and width not in prof.imagenet_backbones:
-                raise SpecError(f"{spec.path}: profiles.{name}.imagenet_backbones: no backbone for width {width}, the "
+            if runs and prof.backbones and width not in prof.backbones:
+                raise SpecError(f"{spec.path}: profiles.{name}.backbones: no backbone for width {width}, the "
                                 f"width of training {t.name!r}")
+    made = {lv.trunk for lv in spec.levers.values()} | {lv.pretrain for lv in spec.levers.values()}
+    for name, prof in spec.profiles.items():
+        for width, backbone in prof.backbones.items():
+            if backbone.endswith(".pth") and backbone not in made:
+                raise SpecError(f"{spec.path}: profiles.{name}.backbones.{width}: {backbone} is no lever's trunk "
+                                "(a file a profile starts from is trained by a lever with `trunk: <that path>`)")
 
 
 def checkpoint_preset(ev: EvaluationSpec) -> str:
