@@ -449,7 +449,7 @@ def _check_references(spec: StudySpec) -> None:
     for t in spec.trainings.values():
         size = preset(t.preset).override(**t.changes).input_size
         for name, prof in spec.profiles.items():
-            runs = t.profiles is None or name in t.profiles
+            runs = (t.profiles is None or name in t.profiles) and (prof.trainings is None or t.name in prof.trainings)
             if runs and prof.input_sizes is not None and size not in prof.input_sizes:
                 raise SpecError(f"{spec.path}: profiles.{name}.input_sizes: no entry for {size}, the input size of "
                                 f"training {t.name!r}")
