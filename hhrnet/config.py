@@ -86,7 +86,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.max_people": (1, None), "data.max_rotation": (0, None), "data.max_translate": (0, None),
     "data.flip_prob": (0, 1), "data.std": (1e-6, None),
     **{f"loss.{k}": (0, None) for k in ("heatmaps_loss_factor", "push_loss_factor", "pull_loss_factor")},
-    **{f"train.{k}": (1, None) for k in ("epochs", "batch_size", "accumulate", "max_iters", "log_every")},
+    **{f"train.{k}": (1, None) for k in ("epochs", "batch_size", "accumulate", "max_iters", "log_every",
+                                         "val_images")},
     **{f"train.{k}": (0, None) for k in ("lr", "lr_steps", "lr_gamma", "workers", "checkpoint_every", "val_every",
                                          "warmup_iters")},
     "train.ema": (0, 0.99999),
@@ -346,6 +347,7 @@ class TrainConfig:
     init_from: str | None = None  # fine-tune: every weight from a full checkpoint (hhrnet, official, mmpose)
     checkpoint_every: int = 0  # iterations; a checkpoint is always written at each epoch end
     val_every: int = 0  # epochs; 0 = no validation during training
+    val_images: int | None = None  # validate on the first N images of the split (a cheap curve); None: all
     max_iters: int | None = None  # stop early (smoke runs, tests)
     log_every: int = 10
 

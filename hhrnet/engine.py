@@ -435,12 +435,12 @@ def accumulate_gradients(model: nn.Module, criterion: nn.Module, micro_batches: 
 
 
 def validate(model: nn.Module, cfg: Config) -> dict[str, float]:
-    """COCO AP on the validation split with the test pipeline of ``cfg.test``."""
+    """COCO AP on the validation split (its first ``train.val_images``) with the test pipeline of ``cfg.test``."""
     from .evaluation import evaluate  # the inference stack is only needed when validating
     from .inference import Predictor
 
     metrics = evaluate(Predictor(model, cfg), root=cfg.train.data_root, split=cfg.train.val_split,
-                       progress=False, backend="auto")
+                       progress=False, backend="auto", limit=cfg.train.val_images)
     return {f"val_{k}": v for k, v in metrics.items() if k in ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR")}
 
 

@@ -65,7 +65,8 @@ def _tuples(x: Any) -> Any:
     return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-RESUME_MAY_CHANGE = ("train.max_iters", "train.workers", "train.log_every", "train.checkpoint_every", "train.val_every")
+RESUME_MAY_CHANGE = ("train.max_iters", "train.workers", "train.log_every", "train.checkpoint_every", "train.val_every",
+                     "train.val_images")
 
 
 def config_changes(old: Config, new: Config) -> list[str]:

@@ -64,6 +64,19 @@ def test_a_weight_average_resumes_exactly_and_is_what_the_checkpoint_serves(coco
     assert torch.equal(weights(tmp_path / "straight")[averaged[0]], a["model"][averaged[0]])  # inference loads it
 
 
+def test_validation_on_the_first_val_images_scores_the_saved_network_on_those_images(coco_root, tmp_path):
+    """train.val_images: the curve's last point is the saved (averaged) network's AP on the first N images."""
+    from hhrnet.evaluation import evaluate
+
+    cfg = tiny_config(coco_root, batch_size=4, epochs=1, val_every=1, val_images=3, ema=0.9,
+                      val_split="val")
+    train(cfg, tmp_path / "run", progress=False)
+    last = [r for r in read_metrics(tmp_path / "run") if "val_AP" in r][-1]
+    again = evaluate(Predictor.from_checkpoint(tmp_path / "run" / "last.pth"), root=coco_root, split="val",
+                     progress=False, backend="auto", limit=3)
+    assert again["images"] == 3 and last["val_AP"] == again["AP"]
+
+
 def test_the_weight_average_follows_its_warmed_up_decay():
     """After n updates of a constant net the average is exact; each update moves it by (1 - rate) toward the net."""
     from hhrnet.averaging import WeightAverage
