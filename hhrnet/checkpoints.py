@@ -29,11 +29,12 @@ from typing import Any, Mapping
 
 import torch
 
-from .config import Config, ConfigError, ModelConfig, from_dict, preset, to_dict
+from .config import Config, from_dict, preset, to_dict
 from .hub import REGISTRY, CheckpointError, fetch
 from .io import atomic_torch_save, atomic_write, refuse_overlap, short_repr
 from .keypoints import keypoint_set, registered
 from .model import HigherHRNet
+from .sections import ConfigError, ModelConfig
 
 HHRNET_FORMAT = "hhrnet"
 PREFIXES = ("module.", "backbone.", "keypoint_head.")

@@ -14,9 +14,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import INPUT_STRIDE, MULTI_SCALE, PRECISIONS, Config, ConfigError, load_config, parse_overrides
+from .config import INPUT_STRIDE, Config, load_config, parse_overrides
 from .io import refuse_overlap, short_repr
 from .keypoints import DEFAULT_KEYPOINTS, registered
+from .sections import MULTI_SCALE, PRECISIONS, ConfigError
 
 MAX_MESSAGE = 400  # characters of an error line: a message quoting hostile input stays readable
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hhrnet.checkpoints import load_model as load_checkpoint
-from hhrnet.config import Config, TestConfig, preset, preset_names
+from hhrnet.config import Config, preset, preset_names
 from hhrnet.data.transforms import input_size_at_scale, normalize_image, resize_align
 from hhrnet.evaluation import evaluate as evaluate_dataset  # noqa: F401  (its former home)
 from hhrnet.grouping import group
@@ -43,6 +43,7 @@ from hhrnet.images import as_images, is_one_image
 from hhrnet.model import HigherHRNet, fuse_for_inference
 from hhrnet.poses import Maps, OutputMaps, Poses
 from hhrnet.precision import Choice, autocast, resolve
+from hhrnet.sections import TestConfig
 from hhrnet.trained_on import checkpoint_record, describe, far_from_training, network_name
 
 

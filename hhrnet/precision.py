@@ -1,6 +1,6 @@
 """Which float precision the network runs in: fp32, or bf16 where the processor multiplies bf16 fast.
 
-``resolve(requested, device)`` turns a requested ``fp32 | bf16 | auto`` (``config.PRECISIONS``) into the
+``resolve(requested, device)`` turns a requested ``fp32 | bf16 | auto`` (``sections.PRECISIONS``) into the
 ``Choice`` that runs (``fp32`` or ``bf16``, with the reason); ``autocast(precision, device)`` applies it
 around a forward pass.  On a CPU, ``auto`` is bf16 only where the processor has bf16 matrix units (AMX
 or AVX-512 BF16: ``bf16_units``) *and* a one-off measurement on this machine shows bf16 faster: one
@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from .config import PRECISIONS
 from .io import atomic_write_json
+from .sections import PRECISIONS
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of bf16 matrix units
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what benchmarks print
