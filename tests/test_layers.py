@@ -35,7 +35,7 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
         (package / f"{name}.py").write_text("")
     (package / "__init__.py").write_text("")
     (package / "keypoints.py").write_text("from hhrnet import cli\n")
-    for name in ("__init__", "notebook", "levers", "runner", "results", "preregistration", "plan", "spec", "errors",
+    for name in ("__init__", "notebook", "levers", "runner", "results", "preregistration", "plan", "spec", "schema", "errors",
                  "provenance", "claims"):
         (package / "study" / f"{name}.py").write_text("")
     config = tmp_path / "pyproject.toml"
