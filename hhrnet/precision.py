@@ -5,8 +5,8 @@
 around a forward pass.  On a CPU, ``auto`` is bf16 only where the processor has bf16 matrix units (AMX
 or AVX-512 BF16: ``bf16_units``) *and* a one-off measurement on this machine shows bf16 faster: one
 3×3 convolution timed in fp32 and under bf16 autocast (``measured_speedup``), cached in
-``precision.json`` of the cache folder (``$HHRNET_CACHE``, else ``$XDG_CACHE_HOME/hhrnet``, else
-``~/.cache/hhrnet``) per CPU model and torch version.  Without the units bf16 autocast runs about ten
+``precision.json`` of the cache folder (``hhrnet.hub.cache_root``: ``$HHRNET_CACHE``, else
+``$XDG_CACHE_HOME/hhrnet``, else ``~/.cache/hhrnet``) per CPU model and torch version.  Without the units bf16 autocast runs about ten
 times slower (reference kernels), so nothing is measured there.  On CUDA ``auto`` stays fp32.
 
 Training (``train.amp``) asks ``training_dtype``: on a CPU ``bf16`` is honoured with a warning where
@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from .hub import cache_root
 from .io import atomic_write_json
 from .sections import PRECISIONS
 
@@ -110,10 +111,7 @@ def cpu_summary() -> str:
 
 def cache_path() -> Path:
     """Where the measurement is kept (see the module docstring)."""
-    if os.environ.get("HHRNET_CACHE"):
-        return Path(os.environ["HHRNET_CACHE"]).expanduser() / CACHE_FILE
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "hhrnet" / CACHE_FILE
+    return cache_root() / CACHE_FILE
 
 
 def machine_key() -> str:
