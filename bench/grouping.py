@@ -19,8 +19,8 @@ import argparse
 import numpy as np
 import torch
 
-from hhrnet.config import TestConfig
 from hhrnet.grouping import adjust, group, match_by_tag, person_scores, refine, top_candidates
+from hhrnet.sections import TestConfig
 
 from common import median_seconds, realistic_random_model
 

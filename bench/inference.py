@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from hhrnet.checkpoints import load_model
-from hhrnet.config import MULTI_SCALE, TestConfig
 from hhrnet.data.coco import read_rgb_image
 from hhrnet.inference import Predictor
 from hhrnet.precision import cpu_summary, resolve
+from hhrnet.sections import MULTI_SCALE, TestConfig
 
 from common import median_seconds, realistic_random_model
 

@@ -20,9 +20,10 @@ this page).  Drawing helpers live in ``hhrnet.viz``.
 from importlib import import_module
 from typing import Any
 
-from .config import Config, ModelConfig, TestConfig, preset
+from .config import Config, preset
 from .keypoints import COCO_17, CROWDPOSE_14, KeypointSet, keypoint_set
 from .model import HigherHRNet, count_flops, count_parameters  # noqa: F401 (HigherHRNet: see __all__)
+from .sections import ModelConfig, TestConfig
 
 # Imported on first use, so ``import hhrnet`` does not pull in OpenCV or pycocotools.
 _LAZY = {"Predictor": "inference", "load_model": "inference", "Poses": "poses", "Maps": "poses",

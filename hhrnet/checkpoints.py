@@ -29,26 +29,47 @@ from typing import Any, Mapping
 
 import torch
 
-from .config import Config, ConfigError, ModelConfig, from_dict, preset, to_dict
+from .config import Config, from_dict, preset, to_dict
 from .hub import REGISTRY, CheckpointError, fetch
 from .io import atomic_torch_save, atomic_write, refuse_overlap, short_repr
 from .keypoints import keypoint_set, registered
 from .model import HigherHRNet
+from .sections import ConfigError, ModelConfig
 
 HHRNET_FORMAT = "hhrnet"
 PREFIXES = ("module.", "backbone.", "keypoint_head.")
 SHOW = 5  # keys listed per category in a mismatch message
 
 
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read once: ``source`` as given, the file it names, its ``hhrnet.hub`` entry (None for a
+    file given by path) and what ``torch.load`` returned (``contents``)."""
+
+    source: str | Path
+    path: Path
+    published: Any
+    contents: Any
+
+    def weights(self) -> tuple[OrderedDict[str, torch.Tensor], dict[str, Any] | None]:
+        """The state dict with official key names, and the embedded hhrnet config (None for foreign files)."""
+        obj = self.contents
+        if isinstance(obj, Mapping) and obj.get("format") == HHRNET_FORMAT:
+            return _check_tensors(self.path, obj.get("model")), obj.get("config")
+        if isinstance(obj, Mapping) and "state_dict" in obj:  # mmpose / mmcv container
+            return _check_tensors(self.path, obj["state_dict"]), None
+        return _check_tensors(self.path, obj), None
+
+
+def open_checkpoint(source: str | Path, network: bool = False) -> Checkpoint:
+    """``source`` located (``locate``, which ``network`` is passed to) and read, once."""
+    path, published = locate(source, network)
+    return Checkpoint(source, path, published, _torch_load(path))
+
+
 def read_checkpoint(path: str | Path) -> tuple[OrderedDict[str, torch.Tensor], dict[str, Any] | None]:
     """The state dict with official key names, and the embedded hhrnet config (None for foreign files)."""
-    path, _ = locate(path)
-    obj = _torch_load(path)
-    if isinstance(obj, Mapping) and obj.get("format") == HHRNET_FORMAT:
-        return _check_tensors(path, obj.get("model")), obj.get("config")
-    if isinstance(obj, Mapping) and "state_dict" in obj:  # mmpose / mmcv container
-        return _check_tensors(path, obj["state_dict"]), None
-    return _check_tensors(path, obj), None
+    return open_checkpoint(path).weights()
 
 
 def locate(spec: str | Path, network: bool = False) -> tuple[Path, Any]:
@@ -180,15 +201,18 @@ def check_keypoints(source: str, state: Mapping[str, torch.Tensor], embedded: Ma
                               f"{kset.num_joints} ({kset.name})")
 
 
-def resolve_config(path: str | Path, requested: Config | str | None = None) -> tuple[OrderedDict[str, torch.Tensor], Config, str]:
+def resolve_config(source: str | Path | Checkpoint,
+                   requested: Config | str | None = None) -> tuple[OrderedDict[str, torch.Tensor], Config, str]:
     """State dict, the config to build it with, and a note on how the config was chosen.
 
+    ``source`` is a checkpoint file or a published name, or a ``Checkpoint`` already read (``network=True``).
     Precedence: the config embedded in an hhrnet checkpoint, then the requested preset/config, then
     the structure inferred from the tensors (with the preset of that width for everything else).  A
     requested config whose keypoint set differs from the checkpoint's is refused (``check_keypoints``).
     """
-    path, published = locate(path, network=True)
-    state, embedded = read_checkpoint(path)
+    checkpoint = source if isinstance(source, Checkpoint) else open_checkpoint(source, network=True)
+    path, published = checkpoint.path, checkpoint.published
+    state, embedded = checkpoint.weights()
     if requested is None and published is not None:
         requested = published.preset  # the input size (512/640) is not in the tensors
     if isinstance(requested, str):
@@ -214,11 +238,12 @@ def resolve_config(path: str | Path, requested: Config | str | None = None) -> t
         "structure inferred from the checkpoint's tensors"
 
 
-def load_model(path: str | Path, config: Config | str | None = None) -> tuple[HigherHRNet, Config]:
-    """Build the network for a checkpoint of any supported layout and load it strictly (eval mode)."""
+def load_model(path: str | Path | Checkpoint, config: Config | str | None = None) -> tuple[HigherHRNet, Config]:
+    """Build the network for a checkpoint of any supported layout (or a ``Checkpoint`` already read) and load
+    it strictly (eval mode)."""
     state, cfg, _ = resolve_config(path, config)
     model = HigherHRNet(cfg.model)
-    load_state_dict_strict(model, state, source=str(path))
+    load_state_dict_strict(model, state, source=str(path.source if isinstance(path, Checkpoint) else path))
     return model.eval(), cfg
 
 
@@ -235,11 +260,12 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, **ext
 def save_half(src: str | Path, dst: str | Path) -> Path:
     """An fp16 copy of an hhrnet checkpoint (config embedded): half the bytes, for committing small trained
     networks; it loads into the usual fp32 model like any checkpoint."""
-    state, config = read_checkpoint(src)
+    checkpoint = open_checkpoint(src)
+    state, config = checkpoint.weights()
     if config is None:
         raise CheckpointError(f"{src}: not an hhrnet checkpoint (no embedded config to keep with the weights)")
     half = OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in state.items())
-    record = load_file(src).get("data")  # the training-data record (hhrnet.trained_on) travels with the weights
+    record = checkpoint.contents.get("data")  # the training-data record (hhrnet.trained_on) travels with the weights
     return atomic_torch_save(checkpoint_payload(from_dict(config), half, **({"data": record} if record else {})), dst)
 
 

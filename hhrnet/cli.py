@@ -14,9 +14,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import INPUT_STRIDE, MULTI_SCALE, PRECISIONS, Config, ConfigError, load_config, parse_overrides
+from .config import INPUT_STRIDE, Config, load_config, parse_overrides
 from .io import refuse_overlap, short_repr
 from .keypoints import DEFAULT_KEYPOINTS, registered
+from .sections import MULTI_SCALE, PRECISIONS, ConfigError
 
 MAX_MESSAGE = 400  # characters of an error line: a message quoting hostile input stays readable
 
@@ -120,16 +121,17 @@ def cmd_synth(args: argparse.Namespace) -> None:
 def synth_like(args: argparse.Namespace) -> None:
     """The distribution ``--like`` was trained on: its record, or for a study checkpoint written before
     records the study's data of the same folder name (``experiments/rows.yaml`` in the working folder)."""
-    from .checkpoints import read_checkpoint
+    from .checkpoints import open_checkpoint
     from .config import from_dict
     from .data.synthetic import generate
     from .study import Study, generate_synthetic
     from .trained_on import checkpoint_record, describe, synthetic_settings
 
-    _, embedded = read_checkpoint(args.like)
+    checkpoint = open_checkpoint(args.like)
+    _, embedded = checkpoint.weights()
     if embedded is None:
         raise ValueError(f"{args.like}: not an hhrnet checkpoint, so it does not say what it was trained on")
-    record = checkpoint_record(args.like, from_dict(embedded))
+    record = checkpoint_record(checkpoint, from_dict(embedded))
     if "generator" in record or record["kind"] != "synthetic":
         counts = {k: v for k, v in (("n_train", args.train), ("n_val", args.val)) if v is not None}
         dataset = generate(out_dir=args.out, workers=args.workers, force=args.force,

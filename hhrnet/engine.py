@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +41,8 @@ from .io import append_jsonl, atomic_torch_save
 from .losses import MultiResolutionLoss
 from .model import HigherHRNet
 from .precision import precision_of, training_dtype
-from .rundir import (CHECKPOINT, METRICS, ResumeMismatchError, RunExistsError, TrainingError, check_run_dir,
-                     read_metrics, rng_state, set_rng_state, start_run_dir, train_seconds)
+from .rundir import (CHECKPOINT, METRICS, ResumeMismatchError, RunExistsError, StopSignals, TrainingError,
+                     check_run_dir, read_metrics, rng_state, set_rng_state, start_run_dir, train_seconds)
 from .trained_on import training_data
 
 # the training API: the loop here, what a run folder holds and the errors of both from hhrnet.rundir
@@ -141,32 +139,6 @@ def iterations_per_epoch(num_images: int, cfg: Config, world: int) -> int:
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-class StopSignals:
-    """SIGINT / SIGTERM set ``requested`` instead of killing the process (a second signal does).
-
-    Installed only in the main thread (Python's rule for signal handlers); elsewhere it does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested is not None:  # asked twice: stop now
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------------------------------

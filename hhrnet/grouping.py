@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from hhrnet._refine_tiles import TILE, best_refine_pixels, per_tile, refine_scores, tile_view
-from hhrnet.config import TestConfig
 from hhrnet.keypoints import COCO_17, KeypointSet
+from hhrnet.sections import TestConfig
 
 COCO_JOINT_ORDER: tuple[int, ...] = COCO_17.joint_order  # imported by the golden tests (tests/test_grouping.py)
 

@@ -98,14 +98,20 @@ REGISTRY: dict[str, Weights] = {w.name: w for w in (
 )}
 
 
+def cache_root() -> Path:
+    """hhrnet's cache folder, the first that is set: ``$HHRNET_CACHE``; ``$XDG_CACHE_HOME/hhrnet``;
+    ``~/.cache/hhrnet`` (published weights, unless ``$HHRNET_WEIGHTS``; ``hhrnet.precision``'s measurement)."""
+    if os.environ.get("HHRNET_CACHE"):
+        return Path(os.environ["HHRNET_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "hhrnet"
+
+
 def weights_dir() -> Path:
     """Where published weights are kept (see the module docstring for the environment variables)."""
     if os.environ.get("HHRNET_WEIGHTS"):
         return Path(os.environ["HHRNET_WEIGHTS"]).expanduser()
-    if os.environ.get("HHRNET_CACHE"):
-        return Path(os.environ["HHRNET_CACHE"]).expanduser() / "weights"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "hhrnet" / "weights"
+    return cache_root() / "weights"
 
 
 def get(name: str) -> Weights:

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hhrnet.checkpoints import load_model as load_checkpoint
-from hhrnet.config import Config, TestConfig, preset, preset_names
+from hhrnet.checkpoints import load_model as load_checkpoint, open_checkpoint
+from hhrnet.config import Config, preset, preset_names
 from hhrnet.data.transforms import input_size_at_scale, normalize_image, resize_align
 from hhrnet.evaluation import evaluate as evaluate_dataset  # noqa: F401  (its former home)
 from hhrnet.grouping import group
@@ -43,6 +43,7 @@ from hhrnet.images import as_images, is_one_image
 from hhrnet.model import HigherHRNet, fuse_for_inference
 from hhrnet.poses import Maps, OutputMaps, Poses
 from hhrnet.precision import Choice, autocast, resolve
+from hhrnet.sections import TestConfig
 from hhrnet.trained_on import checkpoint_record, describe, far_from_training, network_name
 
 
@@ -152,14 +153,16 @@ def load_model(source: str | Path, config: Config | str | None = None,
     return load_checkpoint(source, config)
 
 
-def load_checked(source: str | Path, config: Config | str | None) -> tuple[HigherHRNet, Config]:
-    """``load_model``, warning when the checkpoint's embedded config differs from the one asked for."""
-    model, cfg = load_checkpoint(source, config)
+def load_checked(source: str | Path, config: Config | str | None) -> tuple[HigherHRNet, Config, dict[str, Any]]:
+    """``load_model`` and the checkpoint's training-data record (``checkpoint_record``) from one read of the
+    file, warning when the checkpoint's embedded config differs from the one asked for."""
+    checkpoint = open_checkpoint(source, network=True)
+    model, cfg = load_checkpoint(checkpoint, config)
     requested = preset(config) if isinstance(config, str) else config
     if requested is not None and requested.model != cfg.model:
         warnings.warn(f"{source}: its embedded config ({cfg.name!r}) differs from the requested "
                       f"{requested.name!r}; using the checkpoint's config", UserWarning, stacklevel=4)
-    return model, cfg
+    return model, cfg, checkpoint_record(checkpoint, cfg)
 
 
 def resolve_test(base: TestConfig, test: TestConfig | Mapping[str, Any] | None,
@@ -208,9 +211,7 @@ class Predictor:
         and runs no faster)."""
         self.trained_on: dict[str, Any] | None = None
         if isinstance(model, (str, Path)):
-            source = model
-            model, config = load_checked(source, config)
-            self.trained_on = checkpoint_record(source, config)
+            model, config, self.trained_on = load_checked(model, config)
         elif isinstance(config, str):
             config = preset(config)
         if not isinstance(config, Config):

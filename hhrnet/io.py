@@ -194,19 +194,26 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     return atomic_write(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
 
 
+def _read_text(path: Path, kind: str, error: type[Exception], missing: str, folder: str | None = None) -> str:
+    """The UTF-8 text of ``path``, or one ``error`` naming the file (``missing``; ``folder``, if given)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as err:
+        if isinstance(err, FileNotFoundError):
+            raise error(f"{path}: {missing}") from None
+        if folder is not None and isinstance(err, IsADirectoryError):
+            raise error(f"{path}: {folder}") from None
+        raise error(f"{path}: cannot read ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not valid {kind} (not UTF-8 text)") from None
+
+
 def read_json(path: str | Path, what: str = "JSON file", error: type[Exception] = ValueError) -> Any:
     """``json.load`` with one ``error`` naming the file (missing, unreadable, malformed, nested too deeply)."""
     path = Path(path)
+    text = _read_text(path, "JSON", error, f"{what} not found", f"is a folder, not a {what}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a folder, not a {what}") from None
-    except OSError as err:
-        raise error(f"{path}: cannot read ({err.strerror or err})") from None
-    except UnicodeDecodeError:
-        raise error(f"{path}: not valid JSON (not UTF-8 text)") from None
+        return json.loads(text)
     except RecursionError:
         raise error(f"{path}: not valid JSON (nested too deeply for Python to read)") from None
     except ValueError as err:  # json.JSONDecodeError
@@ -235,14 +242,7 @@ def load_yaml(path: str | Path, error: type[Exception] = ValueError) -> Any:
     import yaml  # deferred: PyYAML is only needed by the few readers of YAML files
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error(f"{path}: no such file") from None
-    except OSError as err:
-        raise error(f"{path}: cannot read ({err.strerror or err})") from None
-    except UnicodeDecodeError:
-        raise error(f"{path}: not valid YAML (not UTF-8 text)") from None
+    text = _read_text(path, "YAML", error, "no such file")
     loader = _bounded_loader(yaml)(text)
     try:
         node = loader.get_single_node()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from hhrnet.config import LossConfig, ModelConfig
+from hhrnet.sections import LossConfig, ModelConfig
 
 
 def heatmap_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:

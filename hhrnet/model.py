@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .config import ModelConfig
+from .sections import ModelConfig
 
 INIT_SCHEMES = ("official", "he")
 

@@ -1,12 +1,12 @@
 """Which float precision the network runs in: fp32, or bf16 where the processor multiplies bf16 fast.
 
-``resolve(requested, device)`` turns a requested ``fp32 | bf16 | auto`` (``config.PRECISIONS``) into the
+``resolve(requested, device)`` turns a requested ``fp32 | bf16 | auto`` (``sections.PRECISIONS``) into the
 ``Choice`` that runs (``fp32`` or ``bf16``, with the reason); ``autocast(precision, device)`` applies it
 around a forward pass.  On a CPU, ``auto`` is bf16 only where the processor has bf16 matrix units (AMX
 or AVX-512 BF16: ``bf16_units``) *and* a one-off measurement on this machine shows bf16 faster: one
 3×3 convolution timed in fp32 and under bf16 autocast (``measured_speedup``), cached in
-``precision.json`` of the cache folder (``$HHRNET_CACHE``, else ``$XDG_CACHE_HOME/hhrnet``, else
-``~/.cache/hhrnet``) per CPU model and torch version.  Without the units bf16 autocast runs about ten
+``precision.json`` of the cache folder (``hhrnet.hub.cache_root``: ``$HHRNET_CACHE``, else
+``$XDG_CACHE_HOME/hhrnet``, else ``~/.cache/hhrnet``) per CPU model and torch version.  Without the units bf16 autocast runs about ten
 times slower (reference kernels), so nothing is measured there.  On CUDA ``auto`` stays fp32.
 
 Training (``train.amp``) asks ``training_dtype``: on a CPU ``bf16`` is honoured with a warning where
@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
-from .config import PRECISIONS
+from .hub import cache_root
 from .io import atomic_write_json
+from .sections import PRECISIONS
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of bf16 matrix units
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what benchmarks print
@@ -110,10 +111,7 @@ def cpu_summary() -> str:
 
 def cache_path() -> Path:
     """Where the measurement is kept (see the module docstring)."""
-    if os.environ.get("HHRNET_CACHE"):
-        return Path(os.environ["HHRNET_CACHE"]).expanduser() / CACHE_FILE
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "hhrnet" / CACHE_FILE
+    return cache_root() / CACHE_FILE
 
 
 def machine_key() -> str:

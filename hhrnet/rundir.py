@@ -6,12 +6,15 @@ logged iteration and validation, each with the run's ``train_seconds`` so far). 
 only reads: it refuses a folder holding another run (unless ``--resume`` or ``--overwrite``) and a
 checkpoint written with another configuration.  ``start_run_dir`` is the run's first write, called
 once every check (data, schedule, weights) has passed, so a refused run leaves the folder as it was.
+``StopSignals`` turns SIGINT / SIGTERM into a request the loop answers by writing ``last.pth`` first.
 """
 
 from __future__ import annotations
 
 import random
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,32 @@ class RunExistsError(TrainingError):
 
 class ResumeMismatchError(TrainingError):
     """``resume`` found a checkpoint written with a different configuration."""
+
+
+class StopSignals:
+    """SIGINT / SIGTERM set ``requested`` instead of killing the process (a second signal does).
+
+    Installed only in the main thread (Python's rule for signal handlers); elsewhere it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested is not None:  # asked twice: stop now
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------------------------------

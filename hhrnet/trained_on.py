@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from hhrnet.checkpoints import load_file, locate
+from hhrnet.checkpoints import Checkpoint
 from hhrnet.config import Config
 from hhrnet.data.synthetic import SyntheticConfig, dataset_paths
 
@@ -44,12 +44,11 @@ def training_data(cfg: Config) -> dict[str, Any]:
     return {"kind": "coco", "root": str(root), "train_split": cfg.train.train_split, "val_split": cfg.train.val_split}
 
 
-def checkpoint_record(source: str | Path, cfg: Config) -> dict[str, Any]:
+def checkpoint_record(checkpoint: Checkpoint, cfg: Config) -> dict[str, Any]:
     """The training-data record of a checkpoint (``training_data``), or what its config and name tell."""
-    path, published = locate(source, network=True)
-    if published is not None:
-        return {"kind": "coco", "train_split": "train2017", "derived": f"published weights {published.name}"}
-    stored = load_file(path)
+    if checkpoint.published is not None:
+        return {"kind": "coco", "train_split": "train2017", "derived": f"published weights {checkpoint.published.name}"}
+    stored = checkpoint.contents
     if isinstance(stored, Mapping) and isinstance(stored.get("data"), Mapping):
         return dict(stored["data"])
     return derived_record(cfg)

@@ -21,8 +21,9 @@ from conftest import REPO
 from hhrnet import viz
 from hhrnet.cli import main
 from hhrnet.checkpoints import save_checkpoint
-from hhrnet.config import Config, ModelConfig, TestConfig
+from hhrnet.config import Config
 from hhrnet.grouping import group
+from hhrnet.sections import ModelConfig, TestConfig
 
 TINY = Config(name="tiny", input_size=128, model=ModelConfig(
     width=8, stem_channels=16, layer1_blocks=1, layer1_planes=16, stage_modules=(1, 1, 1),
@@ -72,7 +73,7 @@ def test_maps_are_what_predict_groups():
 def test_every_public_name_is_in_dir_and_help_is_short():
     names = set(dir(hhrnet))
     assert set(hhrnet.__all__) | {"HigherHRNet", "TestConfig", "Predictor", "load_model", "evaluate"} <= names
-    assert hhrnet.TestConfig is hhrnet.config.TestConfig
+    assert hhrnet.TestConfig is hhrnet.sections.TestConfig
     page = pydoc.render_doc(hhrnet, renderer=pydoc.plaintext)
     assert len(page.splitlines()) < 800 and "Methods inherited from torch.nn" not in page
     for name in hhrnet.__all__:

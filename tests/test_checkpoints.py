@@ -14,8 +14,9 @@ import torch
 from conftest import REPO, golden_params
 from hhrnet.checkpoints import (CheckpointError, infer_model_config, load_model,
                                 read_checkpoint, save_checkpoint, save_half)
-from hhrnet.config import ModelConfig, preset
+from hhrnet.config import preset
 from hhrnet.model import HigherHRNet
+from hhrnet.sections import ModelConfig
 
 TINY = ModelConfig(width=8, stage_modules=(1, 1, 1), blocks_per_branch=1, num_basic_blocks=1)
 

@@ -159,7 +159,7 @@ def test_predict_and_evaluate_test_with_the_config_then_the_flags(files, tmp_pat
     their field; without --config the checkpoint's own test settings are used (not a fresh TestConfig)."""
     import hhrnet.evaluation
     import hhrnet.predict
-    from hhrnet.config import MULTI_SCALE
+    from hhrnet.sections import MULTI_SCALE
 
     own = TINY.override(**{"test.detection_threshold": 0.2})
     save_checkpoint(tmp_path / "own.pth", HigherHRNet(own.model), own)

@@ -12,9 +12,10 @@ import pytest
 
 from conftest import golden_files
 from hhrnet.checkpoints import load_model, read_checkpoint
-from hhrnet.config import (MULTI_SCALE, ConfigError, LossConfig, ModelConfig, crowdpose_preset, from_dict, load_config,
-                           model_config_from_official, parse_overrides, preset, save_config, to_dict)
+from hhrnet.config import (crowdpose_preset, from_dict, load_config, model_config_from_official, parse_overrides,
+                           preset, save_config, to_dict)
 from hhrnet.keypoints import COCO_17, KeypointSet, register
+from hhrnet.sections import MULTI_SCALE, ConfigError, LossConfig, ModelConfig
 
 
 @pytest.mark.parametrize("name,width,size", [("w32_512", 32, 512), ("w32_640", 32, 640),

@@ -434,8 +434,8 @@ def paper_crowdpose_training():
 
 
 def test_paper_crowdpose_training_is_the_official_config_field_by_field():
-    from hhrnet.config import SCHEDULES
     from hhrnet.hub import REGISTRY
+    from hhrnet.sections import SCHEDULES
 
     cfg, rows = paper_crowdpose_training()
     o, d, m, t, tr = OFFICIAL_CROWDPOSE_W32_512, cfg.data, cfg.model, cfg.test, cfg.train

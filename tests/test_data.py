@@ -16,11 +16,12 @@ import torch
 from pycocotools import mask as mask_utils
 
 from conftest import COCO_MINI
-from hhrnet.config import DataConfig, preset
+from hhrnet.config import preset
 from hhrnet.data import CocoKeypoints, DatasetError, coco_paths, read_rgb_image
 from hhrnet.data.transforms import augment, draw_augmentation
 from hhrnet.io import ImageReadError, read_image
 from hhrnet.predict import expand_inputs
+from hhrnet.sections import DataConfig
 from hhrnet.targets import counted_mask, segmentation_rle
 
 MINI_JSON, MINI_IMAGES = COCO_MINI / "person_keypoints.json", COCO_MINI / "images"

@@ -15,10 +15,11 @@ import torch
 
 from conftest import COCO_MINI, REPO
 from hhrnet.checkpoints import CheckpointError, load_model, read_checkpoint
-from hhrnet.config import ConfigError, DataConfig, TrainConfig, preset, save_config
+from hhrnet.config import preset, save_config
 from hhrnet.engine import TrainingError, read_metrics, train, train_seconds
 from hhrnet.inference import Predictor, evaluate_dataset
 from hhrnet.losses import MultiResolutionLoss
+from hhrnet.sections import ConfigError, DataConfig, TrainConfig
 
 
 def tiny_config(root, **train):

@@ -24,8 +24,9 @@ from hhrnet import hub
 from hhrnet.checkpoints import (BACKBONE_PREFIXES, CheckpointError, load_model, load_pretrained_backbone,
                                 read_checkpoint, resolve_config, save_checkpoint)
 from hhrnet.cli import main as cli_main
-from hhrnet.config import Config, ModelConfig, preset
+from hhrnet.config import Config, preset
 from hhrnet.model import HigherHRNet
+from hhrnet.sections import ModelConfig
 
 
 class Loopback:

@@ -30,12 +30,12 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     (package / "study").mkdir(parents=True)
     names = ["__main__", "cli", "pretrain", "engine", "diagnostics", "failures", "predict", "inference", "stats",
              "evaluation", "poses", "grouping", "_refine_tiles", "trained_on", "viz", "data", "rundir", "checkpoints", "model",
-             "losses", "images", "precision", "io", "hub", "targets", "config"]
+             "losses", "images", "precision", "averaging", "io", "hub", "targets", "config", "sections"]
     for name in names:
         (package / f"{name}.py").write_text("")
     (package / "__init__.py").write_text("")
     (package / "keypoints.py").write_text("from hhrnet import cli\n")
-    for name in ("__init__", "notebook", "levers", "runner", "results", "preregistration", "plan", "spec", "errors",
+    for name in ("__init__", "notebook", "levers", "runner", "results", "preregistration", "plan", "spec", "schema", "errors",
                  "provenance", "claims"):
         (package / "study" / f"{name}.py").write_text("")
     config = tmp_path / "pyproject.toml"

@@ -10,8 +10,9 @@ import torch
 
 from conftest import golden_params
 from hhrnet.checkpoints import load_state_dict_strict
-from hhrnet.config import ModelConfig, model_config_from_official, preset
+from hhrnet.config import model_config_from_official, preset
 from hhrnet.model import HigherHRNet, count_flops, count_parameters
+from hhrnet.sections import ModelConfig
 
 
 def tiny_model_from_golden(npz_path):

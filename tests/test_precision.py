@@ -16,7 +16,7 @@ import hhrnet.precision as precision
 from conftest import REPO
 from hhrnet.checkpoints import load_model
 from hhrnet.cli import main
-from hhrnet.config import ConfigError, TestConfig, preset
+from hhrnet.config import preset
 from hhrnet.data.coco import read_rgb_image
 from hhrnet.engine import read_metrics, train
 from hhrnet.evaluation import evaluate
@@ -24,6 +24,7 @@ from hhrnet.grouping import group
 from hhrnet.inference import Predictor
 from hhrnet.predict import predict_inputs
 from hhrnet.precision import PrecisionError, autocast, resolve, training_dtype
+from hhrnet.sections import ConfigError, TestConfig
 from hhrnet.study import Study, generate_synthetic
 
 WEIGHTS = REPO / "experiments/results/cpu/train/w32_512/seed0/weights.pth"

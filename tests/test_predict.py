@@ -19,13 +19,13 @@ from PIL import Image
 from conftest import COCO_MINI, REPO
 from hhrnet.checkpoints import save_checkpoint, save_half
 from hhrnet.cli import main
-from hhrnet.config import TestConfig
 from hhrnet.data.synthetic import SyntheticConfig, dataset_paths, generate
 from hhrnet.engine import save_training_state
 from hhrnet.inference import Poses, Predictor, TrainingDataNote
 from hhrnet.io import read_image
 from hhrnet.model import HigherHRNet
 from hhrnet.predict import PredictError, expand_inputs, predict_inputs
+from hhrnet.sections import TestConfig
 from hhrnet.viz import MIN_SCORE
 from test_cli import TINY
 from test_keypoints import STAR

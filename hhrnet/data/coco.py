@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hhrnet.config import Config, DataConfig
+from hhrnet.config import Config
 from hhrnet.data import transforms
 from hhrnet.io import ImageReadError, read_image, read_json, short_repr
 from hhrnet.keypoints import KeypointSet, keypoint_set_for_names
+from hhrnet.sections import DataConfig
 from hhrnet.targets import (counted_mask, fixed_sigma_heatmaps, is_ignored_region, joint_tag_targets,
                             scale_aware_heatmaps)
 

@@ -15,7 +15,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from hhrnet.config import TEST_SIZE_MULTIPLE, DataConfig
+from hhrnet.config import TEST_SIZE_MULTIPLE
+from hhrnet.sections import DataConfig
 
 ArrayLike = Sequence[float] | np.ndarray
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, preset, to_dict
+from ..config import Config, preset, to_dict
+from ..sections import ConfigError
 from .errors import StudyError
 from .spec import (CocoData, EvaluationSpec, LeverSpec, ProfileSpec, StudySpec, TrainingSpec, checkpoint_preset,
                    load_spec, merged_data)

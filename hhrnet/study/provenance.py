@@ -20,7 +20,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # parameters and the rest of the package.
 ORCHESTRATION = frozenset({"cli.py", "study/__init__.py", "study/claims.py", "study/errors.py", "study/plan.py",
                            "study/preregistration.py", "study/provenance.py", "study/results.py", "study/runner.py",
-                           "study/spec.py"})
+                           "study/schema.py", "study/spec.py"})
 
 
 def source_hash(path: Path) -> str:

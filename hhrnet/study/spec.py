@@ -3,7 +3,8 @@
 Every problem is one ``SpecError`` naming the file, the entry and the key: YAML syntax errors with
 their line and column, unknown keys, wrong types, references to missing trainings, evaluations or
 profiles, and config changes that ``hhrnet.config`` refuses.  Each section is parsed from a table of
-its keys (``_fields``), so a new key (a profile's ``pretrain:``, say) is one table line and one field.
+its keys (a ``Schema`` of ``hhrnet.study.schema``), so a new key (a profile's ``pretrain:``, say) is one
+table line and one field.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..config import TEST_SIZE_MULTIPLE, ConfigError, preset, preset_names
+from ..config import preset
 from ..hub import REGISTRY
 from ..io import load_yaml
-from ..keypoints import registered
-from .errors import SpecError
+from ..sections import ConfigError
 from .claims import Expectation
+from .errors import SpecError
+from .schema import (Schema, backbones, boolean, changes_by_profile, entry_fields, integer, keypoint_set_name, list_of,
+                     mapping, number, preset_name, sizes, string)
 
 SECTIONS = ("published", "trainings", "evaluations", "families", "profiles")
 
@@ -152,125 +155,28 @@ class StudySpec:
 
 
 # --------------------------------------------------------------------------------------------------
-# Value checkers: each returns the converted value or raises ValueError("expected ...")
+# The keys of each kind of entry, with their checkers (``hhrnet.study.schema``) and whether they are required
 
 
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v:
-        raise ValueError("expected a non-empty string")
-    return v
-
-
-def _number(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ValueError("expected a number > 0")
-    return float(v)
-
-
-def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError("expected an integer >= 0")
-    return v
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError("expected true or false")
-    return v
-
-
-def _mapping(v: Any) -> dict[str, Any]:
-    if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
-        raise ValueError("expected a mapping of dotted config keys to values")
-    return dict(v)
-
-
-def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple]:
-    def check(v: Any) -> tuple:
-        if not isinstance(v, list):
-            raise ValueError("expected a list")
-        return tuple(item(x) for x in v)
-    return check
-
-
-def _sizes(v: Any) -> dict[int, int]:
-    if not isinstance(v, Mapping) or not all(isinstance(k, int) and isinstance(x, int) and not isinstance(x, bool)
-                                             for k, x in v.items()):
-        raise ValueError("expected a mapping of published input sizes to sizes")
-    bad = [x for x in v.values() if x < TEST_SIZE_MULTIPLE or x % TEST_SIZE_MULTIPLE]
-    if bad:
-        raise ValueError(f"sizes must be positive multiples of {TEST_SIZE_MULTIPLE} (the sizes the test resize "
-                         f"keeps), not {bad[0]}")
-    return dict(v)
-
-
-def _backbones(v: Any) -> dict[int, str]:
-    if not isinstance(v, Mapping) or not all(isinstance(k, int) and isinstance(x, str) for k, x in v.items()):
-        raise ValueError("expected a mapping of preset widths to backbones (an ImageNet name of hhrnet.hub, or "
-                         "a lever's trunk file)")
-    return dict(v)
-
-
-def _preset(v: Any) -> str:
-    if v not in preset_names():
-        raise ValueError(f"expected a preset ({', '.join(preset_names())})")
-    return v
-
-
-def _keypoints(v: Any) -> str:
-    if v not in registered():
-        raise ValueError(f"expected a keypoint set ({', '.join(registered())})")
-    return v
-
-
-def _changes_by_profile(v: Any) -> dict[str, dict[str, Any]]:
-    if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
-        raise ValueError("expected a mapping of profile names to config changes")
-    return {k: _mapping(x) for k, x in v.items()}
-
-
-Schema = Mapping[str, tuple[Callable[[Any], Any], bool]]  # key -> (checker, required)
-
-
-def _fields(entry: Any, schema: Schema, where: str) -> dict[str, Any]:
-    """Check one entry against its schema: unknown keys, missing keys, wrong types, each named."""
-    if not isinstance(entry, Mapping):
-        raise SpecError(f"{where}: expected a mapping, got {type(entry).__name__}")
-    unknown = [k for k in entry if k not in schema]
-    if unknown:
-        raise SpecError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(schema)})")
-    out = {}
-    for key, (check, required) in schema.items():
-        if key not in entry:
-            if required:
-                raise SpecError(f"{where}: missing key {key!r}")
-            continue
-        try:
-            out[key] = check(entry[key])
-        except ValueError as err:
-            raise SpecError(f"{where}.{key}: {err}, got {entry[key]!r}") from None
-    return out
-
-
-TRAINING: Schema = {"preset": (_preset, True), "changes": (_mapping, False), "profiles": (_list_of(_str), False),
-                    "profile_changes": (_changes_by_profile, False), "data": (lambda v: v, False),
-                    "keep_weights": (_bool, False)}
-EVALUATION: Schema = {"training": (_str, False), "checkpoint": (_str, False), "preset": (_preset, False),
-                      "test": (_mapping, False), "profiles": (_list_of(_str), False), "published": (_mapping, False),
-                      "diagnostics": (_bool, False)}
-FAMILY: Schema = {"title": (_str, True), "evaluations": (_list_of(_str), True), "expect": (_list_of(_str), False),
-                  "compare_published": (_mapping, False)}
-PROFILE: Schema = {"width": (_number, True), "input_sizes": (_sizes, False), "changes": (_mapping, False),
-                   "data": (lambda v: v, True), "seeds": (_list_of(_int), True),
-                   "trainings": (_list_of(_str), False), "backbones": (_backbones, False)}
-SYNTHETIC: Schema = {"train": (_int, True), "val": (_int, True), "size": (_int, True), "seed": (_int, True),
-                     "scene": (_mapping, False), "keypoints": (_keypoints, False)}
-COCO: Schema = {"root": (_str, True), "train_split": (_str, True), "val_split": (_str, True)}
+TRAINING: Schema = {"preset": (preset_name, True), "changes": (mapping, False), "profiles": (list_of(string), False),
+                    "profile_changes": (changes_by_profile, False), "data": (lambda v: v, False),
+                    "keep_weights": (boolean, False)}
+EVALUATION: Schema = {"training": (string, False), "checkpoint": (string, False), "preset": (preset_name, False),
+                      "test": (mapping, False), "profiles": (list_of(string), False), "published": (mapping, False),
+                      "diagnostics": (boolean, False)}
+FAMILY: Schema = {"title": (string, True), "evaluations": (list_of(string), True), "expect": (list_of(string), False),
+                  "compare_published": (mapping, False)}
+PROFILE: Schema = {"width": (number, True), "input_sizes": (sizes, False), "changes": (mapping, False),
+                   "data": (lambda v: v, True), "seeds": (list_of(integer), True),
+                   "trainings": (list_of(string), False), "backbones": (backbones, False)}
+SYNTHETIC: Schema = {"train": (integer, True), "val": (integer, True), "size": (integer, True),
+                     "seed": (integer, True), "scene": (mapping, False), "keypoints": (keypoint_set_name, False)}
+COCO: Schema = {"root": (string, True), "train_split": (string, True), "val_split": (string, True)}
 TRAINING_DATA: Schema = {"synthetic": (lambda v: v, False), "coco": (lambda v: v, False), "crowdpose": (lambda v: v, False)}
-LEVER: Schema = {"training": (_str, False), "profile": (_str, False), "base": (_mapping, False),
-                 "changes": (_mapping, True), "data": (lambda v: v, False), "pretrain": (_str, False),
-                 "trunk": (_str, False)}
-PUBLISHED: Schema = {"source": (_str, True), "url": (_str, True), "rows": (_list_of(_mapping), True)}
+LEVER: Schema = {"training": (string, False), "profile": (string, False), "base": (mapping, False),
+                 "changes": (mapping, True), "data": (lambda v: v, False), "pretrain": (string, False),
+                 "trunk": (string, False)}
+PUBLISHED: Schema = {"source": (string, True), "url": (string, True), "rows": (list_of(mapping), True)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,7 +210,7 @@ def load_spec(path: str | Path) -> StudySpec:
     evaluations = {n: _evaluation(n, e, f"{path}: evaluations.{n}", trainings)
                    for n, e in raw["evaluations"].items()}
     families = {n: _family(n, f, f"{path}: families.{n}", evaluations) for n, f in raw["families"].items()}
-    published = {n: PublishedSource(n, **_fields(p, PUBLISHED, f"{path}: published.{n}"))
+    published = {n: PublishedSource(n, **entry_fields(p, PUBLISHED, f"{path}: published.{n}"))
                  for n, p in raw["published"].items()}
     for ev in evaluations.values():
         for source, row in ev.published.items():
@@ -333,27 +239,27 @@ def load_spec(path: str | Path) -> StudySpec:
 
 
 def _profile(name: str, entry: Any, where: str) -> ProfileSpec:
-    values = _fields(entry, PROFILE, where)
+    values = entry_fields(entry, PROFILE, where)
     data = values["data"]
     if not isinstance(data, Mapping) or len(data) != 1 or next(iter(data)) not in ("synthetic", "coco"):
         raise SpecError(f"{where}.data: expected {{synthetic: {{...}}}} or {{coco: {{...}}}}, got {data!r}")
     kind, body = next(iter(data.items()))
-    values["data"] = SyntheticData(**_fields(body, SYNTHETIC, f"{where}.data.synthetic")) if kind == "synthetic" \
-        else CocoData(**_fields(body, COCO, f"{where}.data.coco"))
+    values["data"] = SyntheticData(**entry_fields(body, SYNTHETIC, f"{where}.data.synthetic")) if kind == "synthetic" \
+        else CocoData(**entry_fields(body, COCO, f"{where}.data.coco"))
     if not values["seeds"]:
         raise SpecError(f"{where}.seeds: expected at least one seed")
     return ProfileSpec(name, **values)
 
 
 def _training(name: str, entry: Any, where: str) -> TrainingSpec:
-    values = _fields(entry, TRAINING, where)
+    values = entry_fields(entry, TRAINING, where)
     if "data" in values:
         values["data"] = _training_data(values["data"], f"{where}.data")
     return TrainingSpec(name, **values)
 
 
 def _training_data(entry: Any, where: str) -> TrainingData:
-    data = _fields(entry, TRAINING_DATA, where)
+    data = entry_fields(entry, TRAINING_DATA, where)
     real = [k for k in ("coco", "crowdpose") if k in data]
     if len(real) > 1:
         raise SpecError(f"{where}: give one of 'coco' or 'crowdpose' (the real data), not both")
@@ -361,13 +267,13 @@ def _training_data(entry: Any, where: str) -> TrainingData:
     if not isinstance(synthetic, Mapping):
         raise SpecError(f"{where}.synthetic: expected a mapping of synthetic settings, got {synthetic!r}")
     partial = {k: (check, False) for k, (check, _) in SYNTHETIC.items()}
-    return TrainingData(synthetic=_fields(synthetic, partial, f"{where}.synthetic"),
-                        real=CocoData(**_fields(data[real[0]], COCO, f"{where}.{real[0]}")) if real else None)
+    return TrainingData(synthetic=entry_fields(synthetic, partial, f"{where}.synthetic"),
+                        real=CocoData(**entry_fields(data[real[0]], COCO, f"{where}.{real[0]}")) if real else None)
 
 
 def _lever(name: str, entry: Any, where: str, trainings: Mapping[str, TrainingSpec],
            profiles: Mapping[str, ProfileSpec]) -> LeverSpec:
-    values = _fields(entry, LEVER, where)
+    values = entry_fields(entry, LEVER, where)
     if "data" in values:
         values["data"] = _training_data(values["data"], f"{where}.data")
     lever = LeverSpec(name, **values)
@@ -394,7 +300,7 @@ def merged_data(profile: ProfileSpec, training: TrainingSpec | LeverSpec | None)
 
 
 def _evaluation(name: str, entry: Any, where: str, trainings: Mapping[str, TrainingSpec]) -> EvaluationSpec:
-    values = _fields(entry, EVALUATION, where)
+    values = entry_fields(entry, EVALUATION, where)
     if ("training" in values) == ("checkpoint" in values):
         raise SpecError(f"{where}: give exactly one of 'training' (a study training) or 'checkpoint' (a file or "
                         "published name)")
@@ -406,7 +312,7 @@ def _evaluation(name: str, entry: Any, where: str, trainings: Mapping[str, Train
 
 
 def _family(name: str, entry: Any, where: str, evaluations: Mapping[str, EvaluationSpec]) -> FamilySpec:
-    values = _fields(entry, FAMILY, where)
+    values = entry_fields(entry, FAMILY, where)
     try:
         values["expect"] = tuple(Expectation.parse(text) for text in values.get("expect", ()))
     except ValueError as err:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from hhrnet.config import TestConfig
 from hhrnet.keypoints import COCO_17, KeypointSet
+from hhrnet.sections import TestConfig
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
