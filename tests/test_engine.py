@@ -68,14 +68,17 @@ def test_a_weight_average_resumes_exactly_and_is_what_the_checkpoint_serves(coco
 def test_validation_on_the_first_val_images_scores_the_saved_network_on_those_images(coco_root, tmp_path):
     """train.val_images: the curve's last point is the saved (averaged) network's AP on the first N images."""
     from hhrnet.evaluation import evaluate
+    from hhrnet.study import train_for_study
 
     cfg = tiny_config(coco_root, batch_size=4, epochs=1, val_every=1, val_images=3, ema=0.9,
                       val_split="val")
-    train(cfg, tmp_path / "run", progress=False)
+    summary = train_for_study(cfg, tmp_path / "run", None)  # the study's training: its curve goes in metrics.json
     last = [r for r in read_metrics(tmp_path / "run") if "val_AP" in r][-1]
     again = evaluate(Predictor.from_checkpoint(tmp_path / "run" / "last.pth"), root=coco_root, split="val",
                      progress=False, backend="auto", limit=3)
     assert again["images"] == 3 and last["val_AP"] == again["AP"]
+    assert summary["val_curve"] == [{k.removeprefix("val_"): v for k, v in last.items()
+                                     if k == "iter" or k.startswith("val_")}]
 
 
 def test_the_weight_average_follows_its_warmed_up_decay():

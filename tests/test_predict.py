@@ -208,15 +208,20 @@ def test_a_photo_unlike_the_training_scenes_is_noted_once(trained):
 
 
 def test_synth_like_refuses_what_it_cannot_know(tmp_path, capsys):
-    """Outside the repository the committed weights' scene knobs are unknown: one line, nothing written."""
+    """A checkpoint from before data records, whose data folder is gone, run outside the repository: its
+    scene knobs are unknown, so one line and nothing written."""
+    old = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    old.pop("data", None)
+    old["config"]["train"]["data_root"] = str(tmp_path / "gone" / "synthetic_320_4000_1000_seed0_e2f5daf1")
+    torch.save(old, tmp_path / "old.pth")
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        assert main(["synth", "--like", str(WEIGHTS), "--out", "scenes"]) == 1
+        assert main(["synth", "--like", "old.pth", "--out", "scenes"]) == 1
     finally:
         os.chdir(cwd)
     assert capsys.readouterr().err == (
-        f"hhrnet synth: error: {WEIGHTS}: trained on synthetic scenes of 320x320 px (hhrnet synth) before "
+        "hhrnet synth: error: old.pth: trained on synthetic scenes of 320x320 px (hhrnet synth) before "
         "checkpoints recorded their generator settings, and no profile of ./experiments/rows.yaml makes "
         "synthetic_320_4000_1000_seed0_e2f5daf1\n")
     assert not (tmp_path / "scenes").exists()

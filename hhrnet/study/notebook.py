@@ -66,10 +66,13 @@ def train_for_study(cfg: Config, checkpoint_dir: str | Path, synthetic: dict[str
     except ResumeMismatchError:  # a stale checkpoint of another config
         train(cfg, checkpoint_dir, resume=False, overwrite=True, progress=False)
     log = read_metrics(checkpoint_dir)
-    rates = [r["images_per_s"] for r in log if "images_per_s" in r]
+    steps = [r for r in log if "total" in r]  # the loss rows (validation rows come between them)
+    rates = [r["images_per_s"] for r in steps if "images_per_s" in r]
     return {**model_size(cfg), "train_seconds": train_seconds(checkpoint_dir), "iterations": log[-1]["iter"] if log else 0,
             "train_images_per_s": statistics.median(rates) if rates else None,
-            "final_loss": log[-1]["total"] if log else None, "seed": cfg.train.seed, "log": log}
+            "final_loss": steps[-1]["total"] if steps else None, "seed": cfg.train.seed, "log": log,
+            "val_curve": [{k.removeprefix("val_"): v for k, v in r.items() if k == "iter" or k.startswith("val_")}
+                          for r in log if "val_AP" in r]}
 
 
 def evaluate_for_study(cfg: Config, checkpoint: str | Path, out_dir: str | Path,

@@ -103,12 +103,19 @@ def plot_dataset_overview(root: str | Path, split: str = "train", n: int = 8,
 
 
 def plot_training_curves(rows: list[Mapping[str, Any]], title: str = "") -> "Figure":
-    """Loss terms per resolution (log scale) and the learning rate against the iteration."""
+    """Loss terms per resolution (log scale), the validation AP where the run validated, and the learning
+    rate, against the iteration."""
     import matplotlib.pyplot as plt
 
+    val = [r for r in rows if "val_AP" in r]
     rows = [r for r in rows if "total" in r]
     iters = [r["iter"] for r in rows]
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 1]})
+    widths = [3, 1.5, 1] if val else [3, 1]
+    fig, axes = plt.subplots(1, len(widths), figsize=(2.5 * sum(widths), 3.4), gridspec_kw={"width_ratios": widths})
+    ax_loss, ax_lr = axes[0], axes[-1]
+    if val:
+        axes[1].plot([r["iter"] for r in val], [100 * r["val_AP"] for r in val], "o-", color="C3")
+        axes[1].set(xlabel="iteration", ylabel="AP (%)", title="validation", ylim=(0, None))
     for key in sorted({k for r in rows for k in r if k.startswith(("heatmap", "push", "pull"))} | {"total"}):
         values = [r.get(key) for r in rows]
         if any(v for v in values):
