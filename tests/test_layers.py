@@ -30,7 +30,7 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     (package / "study").mkdir(parents=True)
     names = ["__main__", "cli", "pretrain", "engine", "diagnostics", "failures", "predict", "inference", "stats",
              "evaluation", "poses", "grouping", "_refine_tiles", "trained_on", "viz", "data", "rundir", "checkpoints", "model",
-             "losses", "images", "precision", "io", "hub", "targets", "config"]
+             "losses", "averaging", "images", "precision", "io", "hub", "targets", "config"]
     for name in names:
         (package / f"{name}.py").write_text("")
     (package / "__init__.py").write_text("")
