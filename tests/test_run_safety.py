@@ -55,11 +55,28 @@ def test_a_torn_last_metrics_line_is_skipped_and_resume_still_works(coco_root, t
     assert not list(run.glob(".*.tmp")), "stale temp files are removed when a run starts"
 
 
+SIGNAL_ITERS = 30  # 23 iterations per epoch: the run crosses an epoch end
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(coco_root, tmp_path_factory):
+    """(weights, metrics rows) of the uninterrupted run both signals' resumed runs must equal, trained once
+    (seeded, one thread as the interrupted process: the same run for SIGINT and SIGTERM)."""
+    out = tmp_path_factory.mktemp("straight")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the interrupted process: bit-exactness holds for one thread count
+    try:
+        train(tiny_config(coco_root, max_iters=SIGNAL_ITERS), out, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return weights(out), read_metrics(out)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
-def test_a_signal_writes_the_current_iteration_and_resume_is_bit_identical(coco_root, tmp_path, sig):
+def test_a_signal_writes_the_current_iteration_and_resume_is_bit_identical(coco_root, tmp_path, sig, uninterrupted):
     """SIGINT/SIGTERM mid-run: exit 130 with a one-line message, last.pth at the current iteration, and
     --resume ends with exactly the weights and losses of an uninterrupted run."""
-    total = 30  # 23 iterations per epoch: the run crosses an epoch end
+    total = SIGNAL_ITERS
     cfg = tiny_config(coco_root, max_iters=total)
     save_config(cfg, tmp_path / "cfg.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -79,12 +96,12 @@ def test_a_signal_writes_the_current_iteration_and_resume_is_bit_identical(coco_
     torch.set_num_threads(1)  # as the interrupted process: bit-exactness holds for one thread count
     try:
         train(cfg, tmp_path / "cut", resume=True, progress=False)
-        train(cfg, tmp_path / "straight", progress=False)
     finally:
         torch.set_num_threads(threads)
-    a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
-    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run differs from the uninterrupted one"
-    assert [r["total"] for r in read_metrics(tmp_path / "cut")] == [r["total"] for r in read_metrics(tmp_path / "straight")]
+    (a, straight), b = uninterrupted, weights(tmp_path / "cut")
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a), \
+        "the resumed run differs from the uninterrupted one"
+    assert [r["total"] for r in read_metrics(tmp_path / "cut")] == [r["total"] for r in straight]
 
 
 # --------------------------------------------------------------------------------------------------
