@@ -83,6 +83,7 @@ def test_validation_on_the_first_val_images_scores_the_saved_network_on_those_im
     again = evaluate(Predictor.from_checkpoint(tmp_path / "run" / "last.pth"), root=coco_root, split="val",
                      progress=False, backend="auto", limit=3)
     assert again["images"] == 3 and last["val_AP"] == again["AP"]
+    assert summary["precision"] == "fp32"  # train.amp auto: fp32 on CPU, recorded with the result
     assert summary["val_curve"] == [{k.removeprefix("val_"): v for k, v in last.items()
                                      if k == "iter" or k.startswith("val_")}]
 

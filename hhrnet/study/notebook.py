@@ -71,6 +71,7 @@ def train_for_study(cfg: Config, checkpoint_dir: str | Path, synthetic: dict[str
     return {**model_size(cfg), "train_seconds": train_seconds(checkpoint_dir), "iterations": log[-1]["iter"] if log else 0,
             "train_images_per_s": statistics.median(rates) if rates else None,
             "final_loss": steps[-1]["total"] if steps else None, "seed": cfg.train.seed, "log": log,
+            "precision": steps[-1].get("precision") if steps else None,
             "val_curve": [{k.removeprefix("val_"): v for k, v in r.items() if k == "iter" or k.startswith("val_")}
                           for r in log if "val_AP" in r]}
 
