@@ -222,19 +222,41 @@ def run_costs(book: Book) -> pd.DataFrame:
         records.append({"result": f"{kind}/{run}", "seed": seed.removeprefix("seed"),
                         "notebook (min)": minutes(ran),
                         "training wall clock (min)": minutes(metrics.get("train_seconds")) if kind == "train" else "–",
-                        "seconds": ran})
-    return pd.DataFrame(records)
+                        "CPU": cpu_of(metrics), "seconds": ran})
+    return pd.DataFrame(records + trunk_costs(book))
+
+
+def cpu_of(record: dict[str, Any]) -> str:
+    """The processor and threads a result ran on, as its ``machine`` records them."""
+    machine = record.get("machine")
+    return f"{machine['cpu']}, {machine['threads']} thread(s)" if machine else "not recorded"
+
+
+def trunk_costs(book: Book) -> list[dict[str, Any]]:
+    """The shared trunks the profile's trainings start from (``backbones``), with the clock their lever
+    recorded: part of what the study cost."""
+    spec = book.study.profile_spec(book.profile)
+    rows = []
+    for name, lever in book.study.definition.levers.items():
+        result = book.study.root / "results" / "levers" / f"{name}.json"
+        if lever.trunk in spec.backbones.values() and result.exists():
+            record = json.loads(result.read_text())
+            rows.append({"result": f"trunk/{name}", "seed": "–", "notebook (min)": "–",
+                         "training wall clock (min)": minutes(record.get("seconds")), "CPU": cpu_of(record),
+                         "seconds": record.get("seconds")})
+    return rows
 
 
 def total_compute(costs: pd.DataFrame) -> str:
-    """The whole profile's compute as one sentence (hours of notebook time, split into train and eval)."""
+    """The whole profile's compute as one sentence: hours of notebook time for trainings and evaluations, and
+    the clocks of the shared trunks they start from."""
     if costs.empty:
         return "no runs yet"
-    train = costs[costs["result"].str.startswith("train/")]["seconds"].sum()
-    evaluate = costs[costs["result"].str.startswith("eval/")]["seconds"].sum()
-    return (f"{(train + evaluate) / 3600:.1f} hours of notebook time: {train / 3600:.1f} h for "
-            f"{int((costs['result'].str.startswith('train/')).sum())} trainings, {evaluate / 3600:.1f} h for "
-            f"{int((costs['result'].str.startswith('eval/')).sum())} evaluations")
+    kinds = {kind: costs[costs["result"].str.startswith(f"{kind}/")] for kind in ("trunk", "train", "eval")}
+    hours = {kind: rows["seconds"].sum() / 3600 for kind, rows in kinds.items()}
+    trunks = (f", {hours['trunk']:.1f} h for {len(kinds['trunk'])} shared trunk(s)" if len(kinds["trunk"]) else "")
+    return (f"{sum(hours.values()):.1f} hours of compute: {hours['train']:.1f} h for {len(kinds['train'])} "
+            f"trainings, {hours['eval']:.1f} h for {len(kinds['eval'])} evaluations{trunks}")
 
 
 HH_CONFIG = """hh_config() {  # usage: hh_config train|eval NAME PROFILE

@@ -491,8 +491,8 @@ def test_pages_agree_on_durations_seeds_and_runs(page, server):
     trainings = len(list(results.glob("train/*/seed*/metrics.json")))
     evaluations = len(list(results.glob("eval/*/seed*/metrics.json")))
     assert f"({evaluations} result files, {trainings} trainings)" in scale, scale
-    total = re.search(r"[\d.]+ hours of notebook time: [\d.]+ h for (\d+) trainings, [\d.]+ h for (\d+) evaluations",
-                      reproduce_text)
+    total = re.search(r"[\d.]+ hours of compute: [\d.]+ h for (\d+) trainings, [\d.]+ h for (\d+) evaluations"
+                      r"(, [\d.]+ h for \d+ shared trunk\(s\))?", reproduce_text)
     assert total and (int(total.group(1)), int(total.group(2))) == (trainings, evaluations), total
     assert total.group(0) in results_text, "the two pages state different totals"
     for n, names in re.findall(r"(\d+) seeds? \(([^)]*)\)", scale):

@@ -135,7 +135,13 @@ def test_study_counts_and_costs_read_the_committed_results():
         assert seeds == len(list((book.results / "train" / training).glob("seed*/metrics.json")))
         assert f"{seeds} seed" in counts.seeds_sentence() and training in counts.seeds_sentence()
     costs = bookutil.run_costs(book)
-    assert len(costs) == len(files)
+    runs = costs[~costs["result"].str.startswith("trunk/")]
+    assert len(runs) == len(files)
+    trunks = {f"trunk/{n}" for n, lv in book.study.definition.levers.items()
+              if lv.trunk in book.study.profile_spec("cpu").backbones.values()
+              and (book.study.root / "results" / "levers" / f"{n}.json").exists()}
+    assert set(costs["result"]) - set(runs["result"]) == trunks  # the shared trunks count in the cost
+    assert "h for" in bookutil.total_compute(costs)
     first = files[0]
     notebook = next(first.parent.glob("*.ipynb"))
     expected = json.loads(notebook.read_text())["metadata"]["papermill"]["duration"]

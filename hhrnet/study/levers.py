@@ -20,6 +20,7 @@ from ..diagnostics import diagnostics
 from ..engine import read_metrics, train, train_seconds
 from ..inference import Predictor
 from ..io import atomic_write_json
+from ..precision import machine
 from ..pretrain import pretrain, save_backbone
 from .plan import Study
 from .runner import generate_synthetic
@@ -39,7 +40,7 @@ def record_lever(study: Study, name: str, run_dir: Path, seconds: float | None =
     return atomic_write_json(lever_result_path(study, name), {
         "lever": name, "changes": dict(study.lever(name).changes), "curve": curve, "diagnostics": final,
         "loss": [{k: v for k, v in row.items() if k != "epoch"} for row in log if "total" in row],
-        "seconds": seconds, "config": to_dict(cfg)})
+        "seconds": seconds, "machine": machine(), "config": to_dict(cfg)})
 
 
 def run_lever(study: Study, name: str, diagnose: bool = True) -> Path:
