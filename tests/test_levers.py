@@ -40,7 +40,9 @@ def test_a_profile_lever_is_the_cpu_headline_with_its_changes_only(name):
     headline = _flat(to_dict(study.training_config("w32_512", "cpu")))
     lever = _flat(to_dict(study.lever_config(name)))
     changed = {key for key in headline if headline[key] != lever[key]}
-    assert changed == set(study.lever(name).changes) | set(study.lever(name).base)
+    declared = {**study.lever(name).base, **study.lever(name).changes}
+    assert changed and changed <= set(declared)  # nothing but its own keys (some may equal the profile's now)
+    assert {key: lever[key] for key in declared} == declared  # each with its declared value
     assert lever["train.data_root"] == study.data_spec("cpu")["data_root"]  # the profile's own scenes
 
 

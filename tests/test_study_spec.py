@@ -396,7 +396,7 @@ def test_the_book_networks_keep_seed_zero_weights_only():
     """``keep_weights``: one fp16 copy per kept training (its first seed), so the results stay small."""
     study = Study.load(EXPERIMENTS)
     kept = sorted(r.name for r in study.runs("cpu") if r.parameters.get("keep_weights"))
-    assert kept == ["train/hrnet_baseline/seed0", "train/w32_512/seed0"]
+    assert kept == ["train/crowdpose_w32_512/seed0", "train/hrnet_baseline/seed0", "train/w32_512/seed0"]
 
 
 def test_runs_go_seed_by_seed_each_training_with_its_evaluations():
