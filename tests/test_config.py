@@ -9,12 +9,14 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import golden_files
-from hhrnet.checkpoints import load_model, read_checkpoint
+from hhrnet.checkpoints import checkpoint_payload, load_model
 from hhrnet.config import (crowdpose_preset, from_dict, load_config, model_config_from_official, parse_overrides,
                            preset, save_config, to_dict)
 from hhrnet.keypoints import COCO_17, KeypointSet, register
+from hhrnet.model import HigherHRNet
 from hhrnet.sections import MULTI_SCALE, ConfigError, LossConfig, ModelConfig
 
 
@@ -210,15 +212,21 @@ def test_configs_written_before_keypoint_sets_still_load(tmp_path):
         from_dict(old)
 
 
-def test_committed_checkpoints_with_old_style_configs_still_load():
-    """The committed CPU weights embed configs written with ``model.num_joints``; they read unchanged."""
+def test_checkpoints_with_old_style_configs_still_load(tmp_path):
+    """A checkpoint whose embedded config carries ``model.num_joints`` (written before keypoint sets) loads
+    unchanged; so does every committed CPU network, old-style or new."""
+    cfg = preset("w32_512").override(**{"model.width": 4, "model.stage_modules": (1, 1, 1), "model.num_deconvs": 0})
+    payload = checkpoint_payload(cfg, HigherHRNet(cfg.model).state_dict())
+    payload["config"]["model"]["num_joints"] = 17
+    del payload["config"]["data"]["keypoints"]
+    torch.save(payload, tmp_path / "old.pth")
+    model, loaded = load_model(tmp_path / "old.pth")
+    assert loaded == cfg and model.final_layers[0].out_channels == cfg.model.output_channels(0)
     weights = sorted(Path(__file__).resolve().parents[1].glob("experiments/results/cpu/train/*/seed0/weights.pth"))
     assert weights
-    for path in weights[:3]:
-        _, embedded = read_checkpoint(path)
-        assert embedded["model"]["num_joints"] == 17
+    for path in weights:
         model, cfg = load_model(path)
-        assert cfg.model.num_joints == 17 and model.final_layers[0].out_channels == cfg.model.output_channels(0)
+        assert model.final_layers[0].out_channels == cfg.model.output_channels(0) == 2 * cfg.data.num_joints
 
 
 def test_one_loss_value_applies_to_every_output():
