@@ -94,10 +94,12 @@ class Book:
         from hhrnet.study import generate_synthetic
 
         cfg = self.study.evaluation_config(evaluation, self.profile)
-        syn = self.study.data_spec(self.profile).get("synthetic")
+        data = self.study.data_spec(self.profile, self.study.evaluations(self.profile)[evaluation].training)
+        syn = data.get("synthetic")
         if syn is None or (Path(cfg.train.data_root) / "annotations").exists():
             return cfg
-        root = self.study.cache / "data" / f"book_{self.profile}_val{scenes}"
+        keypoints = f"_{syn['keypoints']}" if "keypoints" in syn else ""
+        root = self.study.cache / "data" / f"book_{self.profile}_val{scenes}{keypoints}"
         generate_synthetic(root, {**syn, "train": 0, "val": scenes})
         return cfg.override(**{"train.data_root": str(root)})
 
