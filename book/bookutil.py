@@ -157,8 +157,9 @@ def stale_warning(book: Book, table: pd.DataFrame) -> str | None:
     return (":::{warning}\n"
             f"**The code has changed since these results were computed.** {len(changed)} of {len(table)} result "
             f"files of the `{book.profile}` profile ran `hhrnet` sources that have changed since "
-            f"(at commit(s) {commits}). The numbers are what that code measured; re-run "
-            f"`python -m hhrnet study --profile {book.profile}` to recompute the stale ones.\n:::")
+            f"(at commit(s) {commits}). The study's summary leaves the stale evaluations out, so the tables "
+            f"and verdicts of this book average only results of the current code; "
+            f"`python -m hhrnet study --profile {book.profile}` re-runs the stale ones.\n:::")
 
 
 def paper_rows(study: Study, evaluation: str) -> list[dict[str, Any]]:
@@ -303,6 +304,28 @@ def papermill_commands(study: Study, profile: str) -> dict[str, list[str]]:
             f"mkdir -p {out}/eval_{name} && papermill experiments/evaluate.ipynb",
             [f"{out}/eval_{name}/evaluate.ipynb"], *parameters))
     return commands
+
+
+def labelled_and_predicted(predictor: Any, gt: Any, image_dir: Path, scenes: list[tuple[str, int]]) -> Figure:
+    """One column per ``(title, image id)``: the labelled people above, the predictor's below (people
+    scoring below ``hhrnet.viz.MIN_SCORE`` left out), so a reader compares them person by person."""
+    from hhrnet.data.coco import read_rgb_image
+    from hhrnet.viz import draw_poses, found_poses
+
+    kset = predictor.cfg.data.keypoint_set
+    fig, axes = plt.subplots(2, len(scenes), figsize=(2.6 * len(scenes), 5.4), squeeze=False)
+    for column, (title, image_id) in enumerate(scenes):
+        image = read_rgb_image(image_dir / gt.loadImgs(image_id)[0]["file_name"])
+        labelled = [a["keypoints"] for a in gt.loadAnns(gt.getAnnIds(imgIds=[image_id])) if a["num_keypoints"]]
+        [poses] = predictor.predict([image])
+        for row, (people, what) in enumerate([(labelled, "labelled"),
+                                              (found_poses(poses.keypoints, poses.scores), "predicted")]):
+            axes[row, column].imshow(image)
+            draw_poses(axes[row, column], people, kset=kset)
+            axes[row, column].set_title(f"{title}: {len(people)} {what}", fontsize=9)
+            axes[row, column].axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def _wrapped(head: str, *parameters: list[str]) -> str:

@@ -310,6 +310,15 @@ def _table(page, selector: str) -> tuple[dict, list[str], list[list[str]]]:
     return data, [h.strip() for h in head], rows
 
 
+def _gathered(results: Path, pattern: str) -> list[Path]:
+    """The ``metrics.json`` files under ``results`` matching ``pattern`` that the summary averages: those it
+    names in ``skipped`` (stale, unreadable or unstamped) left out."""
+    summary = results / "summary.json"
+    skipped = json.loads(summary.read_text()).get("skipped", []) if summary.exists() else []
+    left_out = {s["file"] for s in skipped}
+    return [p for p in sorted(results.glob(pattern)) if p.relative_to(results.parents[1]).as_posix() not in left_out]
+
+
 def test_results_numbers_trace_to_committed_metrics(page, server):
     """Every number of the results tables equals the metrics.json files of its profile (mean ± std over
     seeds) or the published row of rows.yaml it claims to be."""
@@ -321,7 +330,7 @@ def test_results_numbers_trace_to_committed_metrics(page, server):
     checked = 0
     for cells in rows:
         name = cells[0].strip()
-        seeds = sorted((results / "eval" / name).glob("seed*/metrics.json"))
+        seeds = _gathered(results, f"eval/{name}/seed*/metrics.json")
         assert seeds, f"{name}: no metrics.json under {results / 'eval' / name}"
         metrics = [json.loads(p.read_text()) for p in seeds]
         assert int(cells[columns["seeds"]]) == len(metrics), name
@@ -346,7 +355,7 @@ def test_results_numbers_trace_to_committed_metrics(page, server):
                 row = next(r for r in spec["published"][who]["rows"] if r["evaluation"] == evaluation)
                 expected = f"{100 * row[key]:.1f}" if key in row else "not published"
             elif source.startswith("hhrnet, ") and source.endswith(" profile"):
-                seeds = sorted((results / "eval" / evaluation).glob("seed*/metrics.json"))
+                seeds = _gathered(results, f"eval/{evaluation}/seed*/metrics.json")
                 expected = _pct(*_mean_std([json.loads(p.read_text())[key] for p in seeds])) if seeds else "not run"
             else:
                 continue
@@ -383,7 +392,7 @@ def test_results_diagnostics_trace_to_metrics(page, server):
     data, _, _ = _table(page, "#study-evaluations")
     results = REPO / data["results"]
     diagnosed = {}
-    for path in sorted(results.glob("eval/*/seed*/metrics.json")):
+    for path in _gathered(results, "eval/*/seed*/metrics.json"):
         metrics = json.loads(path.read_text())
         if metrics.get("diag_AP") is not None:
             diagnosed.setdefault(path.parent.parent.name, []).append(metrics)

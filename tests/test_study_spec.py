@@ -392,6 +392,39 @@ def test_an_evaluation_is_stale_when_its_training_result_changed(tmp_path):
     assert run_status(study, "cpu", runs["eval/w32_512_ss/seed1"]) == "missing"
 
 
+def test_the_summary_leaves_stale_results_out_and_is_gathered_after_each_evaluation(tmp_path, monkeypatch):
+    """A study that runs for days never averages a stale result with current ones: ``gather_current`` names
+    it in ``skipped``; and the summary follows each finished evaluation, so the book shows what has run."""
+    from hhrnet.study import code_used, gather_current, result_id, run_stamp
+    from hhrnet.study import runner
+
+    study = _write(tmp_path, lambda s: None)
+    runs = {r.name: r for r in study.runs("cpu")}
+
+    def finish(study, profile, run, ap=0.5, **extra):
+        path = study.results_dir(profile) / run.name / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trained = [json.loads((study.results_dir(profile) / n / "metrics.json").read_text()) for n in run.needs]
+        metrics = {"AP": ap, "stamp": run_stamp(study, run), "code": code_used(),
+                   **({"training_id": result_id(trained[0])} if trained else {}), **extra}
+        path.write_text(json.dumps(metrics))
+
+    finish(study, "cpu", runs["train/w32_512/seed0"])
+    finish(study, "cpu", runs["train/w32_512/seed1"])
+    finish(study, "cpu", runs["eval/w32_512_ss/seed0"], ap=0.5)
+    finish(study, "cpu", runs["eval/w32_512_ss/seed1"], ap=0.9, code={**code_used(), "model.py": "0" * 16})
+    summary = json.loads(gather_current(study, "cpu").with_suffix(".json").read_text())
+    row = {r["evaluation"]: r for r in summary["rows"]}["w32_512_ss"]
+    assert (row["seeds"], row["AP"]) == (1, 0.5)
+    assert summary["skipped"] == [{"file": "results/cpu/eval/w32_512_ss/seed1/metrics.json", "reason": runner.STALE}]
+
+    monkeypatch.setattr(runner, "execute", finish)
+    runner.run_pending(study, "cpu", [runs["eval/w32_512_ss/seed1"]], force=False, wait=True, log=lambda _: None)
+    summary = json.loads((study.results_dir("cpu") / "summary.json").read_text())
+    row = {r["evaluation"]: r for r in summary["rows"]}["w32_512_ss"]
+    assert (row["seeds"], row["AP"]) == (2, 0.5) and "skipped" not in summary
+
+
 def test_the_book_networks_keep_seed_zero_weights_only():
     """``keep_weights``: one fp16 copy per kept training (its first seed), so the results stay small."""
     study = Study.load(EXPERIMENTS)

@@ -23,11 +23,12 @@ from .claims import METRIC_KEYS, Expectation
 from .preregistration import Registration, preregistration
 from .results import DIAGNOSTIC_KEYS, NOISE_TOLERANCE, diagnostic_metrics, gather, summary_rows
 from .provenance import code_changes, code_used, result_id
-from .runner import execute, generate_synthetic, run_stamp, run_status, run_study, run_workers
+from .runner import execute, gather_current, generate_synthetic, run_stamp, run_status, run_study, run_workers
 from .spec import StudySpec, load_spec
 
 __all__ = ["DIAGNOSTIC_KEYS", "METRIC_KEYS", "NOISE_TOLERANCE", "Expectation", "Registration", "Run", "RunFailed",
            "SpecError", "Study", "StudyError", "StudyLocked", "StudySpec", "code_changes", "code_used",
-           "config_from_yaml", "diagnostic_metrics", "evaluate_for_study", "execute", "gather", "generate_synthetic",
+           "config_from_yaml", "diagnostic_metrics", "evaluate_for_study", "execute", "gather", "gather_current",
+           "generate_synthetic",
            "load_spec", "model_size", "preregistration", "result_id", "run_stamp", "run_status", "run_study",
            "run_workers", "summary_rows", "train_for_study", "write_metrics"]

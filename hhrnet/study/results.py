@@ -64,8 +64,10 @@ def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 PerSeed = dict[str, dict[int, dict[str, Any]]]  # evaluation -> seed -> its metrics.json
 
 
-def read_results(study: Study, profile: str, log: Callable[[str], Any] = print) -> tuple[PerSeed, list[dict[str, str]]]:
-    """Every published result of the profile by evaluation and seed, and the files left out (with why)."""
+def read_results(study: Study, profile: str, log: Callable[[str], Any] = print,
+                 leave_out: Mapping[str, str] | None = None) -> tuple[PerSeed, list[dict[str, str]]]:
+    """Every published result of the profile by evaluation and seed, and the files left out (with why):
+    unreadable or unstamped ones, and the runs ``leave_out`` names (``eval/<name>/seed<n>``: its reason)."""
     results = study.results_dir(profile)
     found: PerSeed = {}
     skipped = []
@@ -73,6 +75,8 @@ def read_results(study: Study, profile: str, log: Callable[[str], Any] = print) 
         for seed in study.eval_seeds(name, profile):
             path = results / "eval" / name / f"seed{seed}" / "metrics.json"
             metrics, reason = read_result(path)
+            if metrics is not None and f"eval/{name}/seed{seed}" in (leave_out or {}):
+                metrics, reason = None, leave_out[f"eval/{name}/seed{seed}"]
             if metrics is not None:
                 found.setdefault(name, {})[seed] = metrics
             elif reason != "missing":
@@ -96,11 +100,13 @@ def summary_row(study: Study, profile: str, name: str, per_seed: Mapping[int, Ma
     return row
 
 
-def gather(study: Study, profile: str, log: Callable[[str], Any] = print) -> Path:
+def gather(study: Study, profile: str, log: Callable[[str], Any] = print,
+           leave_out: Mapping[str, str] | None = None) -> Path:
     """``summary.csv`` / ``summary.json``: one row per evaluation (mean ± std over seeds), the study's seed
-    noise, its A/A calibration and every family's comparisons with their intervals."""
+    noise, its A/A calibration and every family's comparisons with their intervals (``leave_out``: runs
+    named in ``skipped`` with their reason instead)."""
     results = study.results_dir(profile)
-    per_seed, skipped = read_results(study, profile, log)
+    per_seed, skipped = read_results(study, profile, log, leave_out)
     rows = [summary_row(study, profile, name, seeds) for name, seeds in per_seed.items()]
     evidence = Evidence(study, profile, per_seed)
     summary: dict[str, Any] = {"profile": profile, "rows": rows, "seed_noise": evidence.noise_record(),

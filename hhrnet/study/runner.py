@@ -68,6 +68,17 @@ def run_status(study: Study, profile: str, run: Run) -> str:
     return "done"
 
 
+STALE = "stale: its parameters, notebook, code or training changed since it ran (the study re-runs it)"
+
+
+def gather_current(study: Study, profile: str, log: Callable[[str], Any] = print) -> Path:
+    """The summary of the results the study keeps: a stale one is named in ``skipped``, never averaged with
+    current ones, so a study that runs for days shows only what its present code measured."""
+    stale = {r.name: STALE for r in study.runs(profile)
+             if r.kind == "evaluate" and run_status(study, profile, r) == "stale"}
+    return gather(study, profile, log=log, leave_out=stale)
+
+
 # --------------------------------------------------------------------------------------------------
 # Locks: one file per run under results/<profile>/.locks, held with flock (released when a process dies)
 
@@ -145,7 +156,7 @@ def run_study(experiments_dir: str | Path, profile: str, only: Iterable[str] | N
     if todo:
         ensure_data(study, profile, log, [r for r in runs if r.name in todo])
     run_pending(study, profile, [r for r in runs if r.name in todo], force, wait, log)
-    return gather(study, profile, log=log)
+    return gather_current(study, profile, log=log)
 
 
 def run_workers(experiments_dir: str | Path, profile: str, workers: int, only: Iterable[str] | None = None,
@@ -165,13 +176,14 @@ def run_workers(experiments_dir: str | Path, profile: str, workers: int, only: I
     if failed:
         raise StudyError(f"study {profile}: worker(s) {', '.join(map(str, failed))} of {workers} failed "
                          "(their messages are above); finished results are kept, re-run to continue")
-    return gather(study, profile, log=log)
+    return gather_current(study, profile, log=log)
 
 
 def run_pending(study: Study, profile: str, pending: list[Run], force: bool, wait: bool,
                 log: Callable[[str], Any], poll: float = 5.0) -> None:
     """Execute ``pending`` in order, skipping runs another study process holds and coming back to them,
-    so several processes (``--workers``) share one profile; an evaluation waits for its training."""
+    so several processes (``--workers``) share one profile; an evaluation waits for its training, and the
+    summary is gathered again after each evaluation (the book shows what has run, while it runs)."""
     total, finished, announced = len(pending), 0, set()
     while pending:
         progressed = False
@@ -195,6 +207,8 @@ def run_pending(study: Study, profile: str, pending: list[Run], force: bool, wai
             finished, progressed = finished + 1, True
             log(f"[{finished}/{total}] {run.name}: " + (f"{time.perf_counter() - start:.0f} s" if ran
                                                           else "done by another process"))
+            if ran and run.kind == "evaluate":
+                gather_current(study, profile, log=lambda _: None)
             break  # back to the first pending run: keep the order (trainings before their evaluations)
         if pending and not progressed:
             time.sleep(poll)
