@@ -71,10 +71,12 @@ def run_status(study: Study, profile: str, run: Run) -> str:
 STALE = "stale: its parameters, notebook, code or training changed since it ran (the study re-runs it)"
 
 
-def gather_current(study: Study, profile: str, log: Callable[[str], Any] = print) -> Path:
+def gather_current(study: Study, profile: str, log: Callable[[str], Any] = print,
+                   runs: list[Run] | None = None) -> Path:
     """The summary of the results the study keeps: a stale one is named in ``skipped``, never averaged with
-    current ones, so a study that runs for days shows only what its present code measured."""
-    stale = {r.name: STALE for r in study.runs(profile)
+    current ones, so a study that runs for days shows only what its present code measured (``runs``: the
+    profile's, when the caller has them)."""
+    stale = {r.name: STALE for r in (study.runs(profile) if runs is None else runs)
              if r.kind == "evaluate" and run_status(study, profile, r) == "stale"}
     return gather(study, profile, log=log, leave_out=stale)
 
@@ -184,7 +186,7 @@ def run_pending(study: Study, profile: str, pending: list[Run], force: bool, wai
     """Execute ``pending`` in order, skipping runs another study process holds and coming back to them,
     so several processes (``--workers``) share one profile; an evaluation waits for its training, and the
     summary is gathered again after each evaluation (the book shows what has run, while it runs)."""
-    total, finished, announced = len(pending), 0, set()
+    total, finished, announced, every = len(pending), 0, set(), study.runs(profile)
     while pending:
         progressed = False
         for run in list(pending):
@@ -208,7 +210,7 @@ def run_pending(study: Study, profile: str, pending: list[Run], force: bool, wai
             log(f"[{finished}/{total}] {run.name}: " + (f"{time.perf_counter() - start:.0f} s" if ran
                                                           else "done by another process"))
             if ran and run.kind == "evaluate":
-                gather_current(study, profile, log=lambda _: None)
+                gather_current(study, profile, log=lambda _: None, runs=every)
             break  # back to the first pending run: keep the order (trainings before their evaluations)
         if pending and not progressed:
             time.sleep(poll)
