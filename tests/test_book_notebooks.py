@@ -148,3 +148,22 @@ def test_study_counts_and_costs_read_the_committed_results():
     assert costs.iloc[0]["seconds"] == expected
     assert costs.iloc[0]["notebook (min)"] == bookutil.minutes(expected) == f"{expected / 60:.1f}"
     assert bookutil.minutes(None) == "–"
+
+
+def test_every_cited_work_is_in_the_bibliography_and_cited_one_way():
+    """Each ``{cite:…}`` key is an entry of book/references.bib, each entry is cited, and no page names a work
+    in plain text ("et al.", an arXiv link) instead of citing it."""
+    import re
+
+    entries = set(re.findall(r"^@\w+\{([^,]+),", (REPO / "book" / "references.bib").read_text(), re.M))
+    cited, plain = set(), {}
+    for page in sorted((REPO / "book").glob("*.md")):
+        text = page.read_text()
+        for keys in re.findall(r"\{cite:\w+\}`([^`]+)`", text):
+            cited |= {k.strip() for k in keys.split(",")}
+        found = re.findall(r"\bet al\.|arxiv\.org/abs", text)
+        if found:
+            plain[page.name] = found
+    assert cited - entries == set(), "cited but not in references.bib"
+    assert entries - cited == set(), "in references.bib but never cited"
+    assert plain == {}, "works named in plain text instead of cited"
