@@ -214,7 +214,8 @@ def study_counts(book: Book) -> Counts:
 
 def run_costs(book: Book) -> pd.DataFrame:
     """Per result: the seconds its notebook ran (papermill's own record in the executed notebook) and,
-    for a training, the wall clock its ``metrics.json`` records; the compute the study spent."""
+    for a training, the wall clock its ``metrics.json`` records; the compute the study spent (``seconds``:
+    the larger of the two for a training, whose notebook records only its last segment when it resumed)."""
     records = []
     for path in sorted(book.results.glob("*/*/seed*/metrics.json")):
         kind, run, seed = path.parts[-4], path.parts[-3], path.parts[-2]
@@ -222,10 +223,11 @@ def run_costs(book: Book) -> pd.DataFrame:
         ran = (json.loads(notebook.read_text())["metadata"].get("papermill", {}).get("duration")
                if notebook.exists() else None)
         metrics = json.loads(path.read_text())
+        clock = metrics.get("train_seconds") if kind == "train" else None
         records.append({"result": f"{kind}/{run}", "seed": seed.removeprefix("seed"),
                         "notebook (min)": minutes(ran),
-                        "training wall clock (min)": minutes(metrics.get("train_seconds")) if kind == "train" else "–",
-                        "CPU": cpu_of(metrics), "seconds": ran})
+                        "training wall clock (min)": minutes(clock) if kind == "train" else "–",
+                        "CPU": cpu_of(metrics), "seconds": max((t for t in (ran, clock) if t is not None), default=None)})
     return pd.DataFrame(records + trunk_costs(book))
 
 

@@ -148,6 +148,11 @@ def test_study_counts_and_costs_read_the_committed_results():
     assert costs.iloc[0]["seconds"] == expected
     assert costs.iloc[0]["notebook (min)"] == bookutil.minutes(expected) == f"{expected / 60:.1f}"
     assert bookutil.minutes(None) == "–"
+    for _, row in runs[runs["result"].str.startswith("train/")].iterrows():
+        folder = book.results / row["result"] / f"seed{row['seed']}"
+        duration = json.loads((folder / "train.ipynb").read_text())["metadata"]["papermill"]["duration"]
+        clock = json.loads((folder / "metrics.json").read_text())["train_seconds"]
+        assert row["seconds"] == max(duration, clock)  # a resumed training's notebook records its last segment only
 
 
 def test_every_cited_work_is_in_the_bibliography_and_cited_one_way():
