@@ -2,6 +2,7 @@
 
     python experiments/levers.py he he_light_aug         # train (resumably), validate along training
     python experiments/levers.py pretrain_cpu_w16        # the backbone the *_pretrained levers start from
+    python experiments/levers.py trunk_w16 trunk_w24     # the shared trunks every cpu training starts from
     python experiments/levers.py --list
 
 Each run writes ``results/levers/<name>.json`` (``hhrnet.study.levers``); checkpoints go to the study cache.
