@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder holding rows.yaml and the notebooks")
     p.add_argument("--only", nargs="+", metavar="TEXT", help="runs whose name contains any of these strings")
     p.add_argument("--force", action="store_true", help="re-run even up-to-date runs")
-    p.add_argument("--missing-only", action="store_true", help="keep stale results, run only missing ones")
+    p.add_argument("--missing-only", action="store_true", help="keep stale results (in the summary too), run only missing ones")
     p.add_argument("--no-wait", action="store_true",
                    help="fail instead of waiting when another study process is running the same run")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",

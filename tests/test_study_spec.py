@@ -394,7 +394,8 @@ def test_an_evaluation_is_stale_when_its_training_result_changed(tmp_path):
 
 def test_the_summary_leaves_stale_results_out_and_is_gathered_after_each_evaluation(tmp_path, monkeypatch):
     """A study that runs for days never averages a stale result with current ones: ``gather_current`` names
-    it in ``skipped``; and the summary follows each finished evaluation, so the book shows what has run."""
+    it in ``skipped`` (``--missing-only`` keeps it, as asked); and the summary follows each finished
+    evaluation, so the book shows what has run."""
     from hhrnet.study import code_used, gather_current, result_id, run_stamp
     from hhrnet.study import runner
 
@@ -417,6 +418,8 @@ def test_the_summary_leaves_stale_results_out_and_is_gathered_after_each_evaluat
     row = {r["evaluation"]: r for r in summary["rows"]}["w32_512_ss"]
     assert (row["seeds"], row["AP"]) == (1, 0.5)
     assert summary["skipped"] == [{"file": "results/cpu/eval/w32_512_ss/seed1/metrics.json", "reason": runner.STALE}]
+    kept = json.loads(gather_current(study, "cpu", keep_stale=True).with_suffix(".json").read_text())  # --missing-only
+    assert {r["evaluation"]: r for r in kept["rows"]}["w32_512_ss"]["AP"] == pytest.approx(0.7) and "skipped" not in kept
 
     monkeypatch.setattr(runner, "execute", finish)
     runner.run_pending(study, "cpu", [runs["eval/w32_512_ss/seed1"]], force=False, wait=True, log=lambda _: None)

@@ -72,12 +72,12 @@ STALE = "stale: its parameters, notebook, code or training changed since it ran 
 
 
 def gather_current(study: Study, profile: str, log: Callable[[str], Any] = print,
-                   runs: list[Run] | None = None) -> Path:
+                   runs: list[Run] | None = None, keep_stale: bool = False) -> Path:
     """The summary of the results the study keeps: a stale one is named in ``skipped``, never averaged with
     current ones, so a study that runs for days shows only what its present code measured (``runs``: the
-    profile's, when the caller has them)."""
-    stale = {r.name: STALE for r in (study.runs(profile) if runs is None else runs)
-             if r.kind == "evaluate" and run_status(study, profile, r) == "stale"}
+    profile's, when the caller has them; ``keep_stale``: ``--missing-only`` keeps them, as asked)."""
+    stale = {} if keep_stale else {r.name: STALE for r in (study.runs(profile) if runs is None else runs)
+                                   if r.kind == "evaluate" and run_status(study, profile, r) == "stale"}
     return gather(study, profile, log=log, leave_out=stale)
 
 
@@ -129,7 +129,8 @@ def run_study(experiments_dir: str | Path, profile: str, only: Iterable[str] | N
     """Execute every missing or stale run of ``profile`` in order; gather the summary table.
 
     ``only`` keeps runs whose name contains one of the given strings (their trainings come along).
-    ``missing_only`` leaves stale results in place (rendering a committed study without re-running it).
+    ``missing_only`` leaves stale results in place and in the summary (rendering a committed study without
+    re-running it).
     A failing notebook stops the study with the run and cell; finished results stay intact.
     """
     study = Study.load(experiments_dir)
@@ -157,8 +158,8 @@ def run_study(experiments_dir: str | Path, profile: str, only: Iterable[str] | N
                          f"`python experiments/levers.py {study.trunk_lever(missing[0])}` trains it")
     if todo:
         ensure_data(study, profile, log, [r for r in runs if r.name in todo])
-    run_pending(study, profile, [r for r in runs if r.name in todo], force, wait, log)
-    return gather_current(study, profile, log=log)
+    run_pending(study, profile, [r for r in runs if r.name in todo], force, wait, log, keep_stale=missing_only)
+    return gather_current(study, profile, log=log, keep_stale=missing_only)
 
 
 def run_workers(experiments_dir: str | Path, profile: str, workers: int, only: Iterable[str] | None = None,
@@ -178,11 +179,11 @@ def run_workers(experiments_dir: str | Path, profile: str, workers: int, only: I
     if failed:
         raise StudyError(f"study {profile}: worker(s) {', '.join(map(str, failed))} of {workers} failed "
                          "(their messages are above); finished results are kept, re-run to continue")
-    return gather_current(study, profile, log=log)
+    return gather_current(study, profile, log=log, keep_stale=missing_only)
 
 
 def run_pending(study: Study, profile: str, pending: list[Run], force: bool, wait: bool,
-                log: Callable[[str], Any], poll: float = 5.0) -> None:
+                log: Callable[[str], Any], poll: float = 5.0, keep_stale: bool = False) -> None:
     """Execute ``pending`` in order, skipping runs another study process holds and coming back to them,
     so several processes (``--workers``) share one profile; an evaluation waits for its training, and the
     summary is gathered again after each evaluation (the book shows what has run, while it runs)."""
@@ -210,7 +211,7 @@ def run_pending(study: Study, profile: str, pending: list[Run], force: bool, wai
             log(f"[{finished}/{total}] {run.name}: " + (f"{time.perf_counter() - start:.0f} s" if ran
                                                           else "done by another process"))
             if ran and run.kind == "evaluate":
-                gather_current(study, profile, log=lambda _: None, runs=every)
+                gather_current(study, profile, log=lambda _: None, runs=every, keep_stale=keep_stale)
             break  # back to the first pending run: keep the order (trainings before their evaluations)
         if pending and not progressed:
             time.sleep(poll)
