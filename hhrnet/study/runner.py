@@ -187,7 +187,7 @@ def run_pending(study: Study, profile: str, pending: list[Run], force: bool, wai
     """Execute ``pending`` in order, skipping runs another study process holds and coming back to them,
     so several processes (``--workers``) share one profile; an evaluation waits for its training, and the
     summary is gathered again after each evaluation (the book shows what has run, while it runs)."""
-    total, finished, announced, every = len(pending), 0, set(), study.runs(profile)
+    total, finished, announced, every = len(pending), 0, set(), None  # every run of the profile, once needed
     while pending:
         progressed = False
         for run in list(pending):
@@ -211,6 +211,7 @@ def run_pending(study: Study, profile: str, pending: list[Run], force: bool, wai
             log(f"[{finished}/{total}] {run.name}: " + (f"{time.perf_counter() - start:.0f} s" if ran
                                                           else "done by another process"))
             if ran and run.kind == "evaluate":
+                every = every or study.runs(profile)
                 gather_current(study, profile, log=lambda _: None, runs=every, keep_stale=keep_stale)
             break  # back to the first pending run: keep the order (trainings before their evaluations)
         if pending and not progressed:
