@@ -73,10 +73,11 @@ def read_results(study: Study, profile: str, log: Callable[[str], Any] = print,
     skipped = []
     for name in study.evaluations(profile):
         for seed in study.eval_seeds(name, profile):
-            path = results / "eval" / name / f"seed{seed}" / "metrics.json"
+            run = f"eval/{name}/seed{seed}"
+            path = results / run / "metrics.json"
             metrics, reason = read_result(path)
-            if metrics is not None and f"eval/{name}/seed{seed}" in (leave_out or {}):
-                metrics, reason = None, leave_out[f"eval/{name}/seed{seed}"]
+            if metrics is not None and run in (leave_out or {}):
+                metrics, reason = None, leave_out[run]
             if metrics is not None:
                 found.setdefault(name, {})[seed] = metrics
             elif reason != "missing":
